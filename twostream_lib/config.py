@@ -1,0 +1,136 @@
+"""Named profiles: every setting a notebook or ``run_all.sh`` run depends on, defined once.
+
+``demo``  synthetic data generated on this machine, small VGG-shaped backbones, CPU, minutes.
+``paper`` UCF101 / HMDB51, VGG-M-2048 and VGG-16 from ImageNet, the paper's hyper-parameters
+          (Sec. 3.5), on a GPU (several through ``torchrun``).
+``smoke`` the ``paper`` pipeline shrunk to a few real clips and one iteration, for CPU checks.
+
+Any field can be overridden by name (``load_profile("demo", epochs_fusion=3)``), which is what a
+papermill ``-p`` parameter does. Notebooks never branch on the environment: they pick a profile.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from twostream_lib.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A complete, typed description of one way of running the experiments."""
+
+    name: str
+    # ---- data ---------------------------------------------------------------------------
+    dataset: str = "synthetic"  # "synthetic" | "ucf101" | "hmdb51"
+    data_root: str = "data"  # relative to the repository root unless absolute
+    split: int = 1  # official split used by Tables 1-4 (Tables 5-6 use all three)
+    synthetic_seed: int = 0  # seed of the generated data set (demo only)
+    # ---- sampling (Sec. 3.5) -----------------------------------------------------------
+    T: int = 5  # temporal samples per clip
+    L: int = 10  # flow frames per stack
+    tau: tuple[int, int] = (1, 10)  # temporal stride range (released code: (5, 15))
+    crop: int = 224  # training crop side
+    test_mode: str = "T5_flips"  # "T5_flips" | "dense20_flips" | "frames25"
+    test_crop: str = "full"  # "full" = fully convolutional whole-frame testing (Sec. 3.5)
+    # ---- models ------------------------------------------------------------------------
+    backbone: str = "vgg_m_2048"  # Tables 1, 2 (and T of Table 4)
+    deep_backbone: str = "vgg16"  # Table 3 "very deep", S of Tables 4-6
+    weights: str | None = "imagenet"  # ImageNet initialisation of both towers
+    # ---- training ----------------------------------------------------------------------
+    batch_size: int = 96  # Sec. 3.5
+    lr_stream: float = 1e-2  # single streams from ImageNet ([22]); reduced 10x on plateau
+    lr_fusion: float = 1e-3  # fusion fine-tuning (Sec. 3.5)
+    dropout: float = 0.85  # Sec. 3.5
+    epochs_stream: int = 30
+    epochs_fusion: int = 15
+    feature_epochs: int = 8  # augmented training clips cached per video for frozen-tower heads
+    seeds: tuple[int, ...] = (0,)  # training seeds; accuracies report their spread
+    max_videos: int | None = None  # cap per split part (smoke runs)
+    # ---- machine -----------------------------------------------------------------------
+    device: str = "cuda"
+    workers: int = 8
+    threads: int | None = None  # torch CPU threads (None = torch default)
+    amp: bool = True  # bf16 autocast on GPU
+    results_dir: str = "results"
+    extra: dict = field(default_factory=dict)
+
+    def path(self, relative: str) -> Path:
+        """Resolve a profile path (data_root, results_dir) against the repository root."""
+        p = Path(relative)
+        return p if p.is_absolute() else REPO_ROOT / p
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path(self.data_root)
+
+    @property
+    def results_path(self) -> Path:
+        return self.path(self.results_dir)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+PROFILES: dict[str, Profile] = {
+    "demo": Profile(
+        name="demo",
+        dataset="synthetic",
+        crop=48,
+        backbone="demo_shallow",
+        deep_backbone="demo_deep",
+        weights=None,
+        batch_size=32,
+        lr_stream=0.05,
+        lr_fusion=0.01,
+        dropout=0.5,
+        epochs_stream=12,
+        epochs_fusion=12,
+        feature_epochs=4,
+        seeds=(0, 1),
+        device="cpu",
+        workers=0,
+        threads=2,
+        amp=False,
+    ),
+    "paper": Profile(name="paper", dataset="ucf101"),
+    "smoke": Profile(
+        name="smoke",
+        dataset="ucf101",
+        weights=None,
+        batch_size=2,
+        epochs_stream=1,
+        epochs_fusion=1,
+        feature_epochs=1,
+        max_videos=2,
+        device="cpu",
+        workers=0,
+        amp=False,
+        T=2,
+    ),
+}
+
+
+def load_profile(name: str = "demo", **overrides) -> Profile:
+    """The named profile with ``overrides`` applied; unknown names and fields raise ConfigError.
+
+    ``None`` overrides are ignored so that a notebook can pass all its parameters through.
+    """
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; expected one of {sorted(PROFILES)}")
+    base = PROFILES[name]
+    fields = {f.name: f for f in dataclasses.fields(Profile)}
+    clean = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in fields:
+            raise ConfigError(f"unknown profile setting {key!r}; expected one of {sorted(fields)}")
+        if key in ("tau", "seeds") and isinstance(value, list):
+            value = tuple(value)
+        clean[key] = value
+    return dataclasses.replace(base, **clean)

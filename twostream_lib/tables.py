@@ -1,0 +1,195 @@
+"""Results tables: our numbers beside the paper's, written as ``results/tables/tableN.{csv,md}``.
+
+The paper's values come from :mod:`twostream_lib.paper` only. Each table records the profile,
+data set and split its numbers came from, so a reader never has to guess what was run. The README's
+results section is generated from these files by :func:`update_readme`.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from twostream_lib import paper
+from twostream_lib.errors import ConfigError
+
+
+@dataclass
+class ResultRow:
+    """One measured row: accuracy in percent (mean over training seeds) and its uncertainty."""
+
+    key: str  # joins with paper.PaperRow.key (None-matching keys are our extra rows)
+    label: str
+    accuracy: float | None
+    stderr: float | None = None  # percent; spread over seeds or binomial, see ``uncertainty``
+    n_test: int | None = None  # test videos the accuracy is measured on
+    uncertainty: str = ""  # how ``stderr`` was obtained
+    extra: dict = field(default_factory=dict)  # further columns (e.g. demo parameter counts)
+
+
+def binomial_stderr(accuracy_pct: float, n: int) -> float:
+    """Standard error (percent) of an accuracy measured on ``n`` independent test videos."""
+    if n <= 0:
+        raise ConfigError(f"n (test videos) must be positive, got {n}")
+    p = accuracy_pct / 100.0
+    return 100.0 * math.sqrt(max(p * (1 - p), 1e-12) / n)
+
+
+def fmt_pct(value: float | None, stderr: float | None = None) -> str:
+    """The one formatter for accuracies in checked outputs: one decimal, '±' with the stderr."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.1f}" if stderr is None else f"{value:.1f} ± {stderr:.1f}"
+
+
+def build_table(
+    table: str,
+    rows: list[ResultRow],
+    *,
+    profile: str,
+    dataset: str,
+    split: str,
+    paper_dataset: str = "ucf101",
+    paper_counts: dict[str, tuple[int, float]] | None = None,
+) -> pd.DataFrame:
+    """Join our rows with the paper's by key.
+
+    ``paper_counts`` maps a row key to (layers, params in millions) computed by the library for the
+    paper's own architecture (Tables 1, 2); shown beside the paper's ``#layers``/``#parameters``.
+    Paper rows we did not run appear with '-' in our column, so the table shows all of the paper.
+    """
+    paper_rows = {r.key: r for r in paper.paper_rows(table, paper_dataset)}
+    records = []
+    seen = set()
+    for row in rows:
+        p = paper_rows.get(row.key)
+        seen.add(row.key)
+        records.append(_record(row, p, paper_counts))
+    for key, p in paper_rows.items():
+        if key not in seen:
+            records.append(_record(ResultRow(key, p.label, None), p, paper_counts))
+    df = pd.DataFrame.from_records(records)
+    df.attrs.update(table=table, profile=profile, dataset=dataset, split=split, paper_dataset=paper_dataset)
+    return df
+
+
+def _record(row: ResultRow, p: paper.PaperRow | None, counts) -> dict:
+    rec = {
+        "key": row.key,
+        "row": row.label if p is None else p.label,
+        "ours_acc": None if row.accuracy is None else round(row.accuracy, 2),
+        "ours_stderr": None if row.stderr is None else round(row.stderr, 2),
+        "ours": fmt_pct(row.accuracy, row.stderr),
+        "paper_acc": None if p is None else p.accuracy,
+        "paper_source": "" if p is None else p.source,
+        "n_test": row.n_test,
+    }
+    if counts is not None:
+        layers, params = counts.get(row.key, (None, None))
+        rec.update(
+            layers_computed=layers,
+            params_m_computed=None if params is None else round(params, 2),
+            layers_paper=None if p is None else p.layers,
+            params_m_paper=None if p is None else p.params_m,
+        )
+    rec.update({k: v for k, v in row.extra.items()})
+    return rec
+
+
+def write_table(df: pd.DataFrame, results_dir: str | Path, *, title: str, notes: str = "") -> tuple[Path, Path]:
+    """Write ``tableN.csv`` and ``tableN.md`` atomically; return their paths."""
+    table = df.attrs.get("table")
+    if not table:
+        raise ConfigError("the DataFrame has no attrs['table']; build it with build_table()")
+    out = Path(results_dir) / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out / f"{table}.csv", out / f"{table}.md"
+    meta = {k: df.attrs.get(k, "") for k in ("profile", "dataset", "split", "paper_dataset")}
+    full = df.copy()
+    for k, v in meta.items():
+        full[k] = v
+    _atomic_write(csv_path, full.to_csv(index=False, lineterminator="\n"))
+    _atomic_write(md_path, to_markdown(df, title=title, notes=notes))
+    return csv_path, md_path
+
+
+def to_markdown(df: pd.DataFrame, *, title: str, notes: str = "") -> str:
+    """A reader-facing markdown table: our accuracy beside the paper's (and parameter counts)."""
+    a = df.attrs
+    show = pd.DataFrame({"Row": df["row"], f"Ours ({a.get('dataset')}, %)": df["ours"]})
+    show[f"Paper ({a.get('paper_dataset')}, %)"] = [fmt_pct(v) if v is not None else "-" for v in df["paper_acc"]]
+    if "params_m_computed" in df:
+        show["#layers (computed / paper)"] = [
+            f"{_int(c)} / {_int(p)}" for c, p in zip(df["layers_computed"], df["layers_paper"])
+        ]
+        show["#params M (computed / paper)"] = [
+            f"{_num(c)} / {_num(p)}" for c, p in zip(df["params_m_computed"], df["params_m_paper"])
+        ]
+    for col in df.columns:
+        if col.startswith("demo_"):
+            show[col.replace("demo_", "demo ").replace("_", " ")] = df[col].map(_num)
+    header = (
+        f"### {title}\n\n"
+        f"profile `{a.get('profile')}`, data set `{a.get('dataset')}`, split {a.get('split')}; "
+        f"paper values: {a.get('paper_dataset')}.\n\n"
+    )
+    body = show.to_markdown(index=False)
+    return header + body + ("\n\n" + notes.strip() if notes.strip() else "") + "\n"
+
+
+def _int(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else str(int(x))
+
+
+def _num(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{float(x):.2f}"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+README_BEGIN = "<!-- results:begin (generated by `python -m twostream_lib.tables`; do not edit) -->"
+README_END = "<!-- results:end -->"
+
+
+def update_readme(readme: str | Path, results_dir: str | Path) -> bool:
+    """Replace the README's results section with the current tables and figures; True if changed."""
+    readme, results_dir = Path(readme), Path(results_dir)
+    text = readme.read_text(encoding="utf-8")
+    if README_BEGIN not in text or README_END not in text:
+        raise ConfigError(f"{readme} has no results markers {README_BEGIN!r} ... {README_END!r}")
+    parts = []
+    for md in sorted((results_dir / "tables").glob("table*.md"), key=_table_order):
+        parts.append(md.read_text(encoding="utf-8").strip())
+    for png in sorted((results_dir / "figures").glob("*.png")):
+        rel = png.relative_to(readme.parent) if png.is_relative_to(readme.parent) else png
+        parts.append(f"![{png.stem}]({rel.as_posix()})")
+    section = "\n\n".join(parts) if parts else "_No results yet: run `./run_all.sh`._"
+    new = re.sub(
+        re.escape(README_BEGIN) + ".*?" + re.escape(README_END),
+        lambda _: f"{README_BEGIN}\n\n{section}\n\n{README_END}",
+        text,
+        flags=re.S,
+    )
+    if new != text:
+        _atomic_write(readme, new)
+    return new != text
+
+
+def _table_order(path: Path):
+    m = re.search(r"(\d+)", path.stem)
+    return (int(m.group(1)) if m else 99, path.stem)
+
+
+if __name__ == "__main__":  # python -m twostream_lib.tables  -> refresh README results section
+    from twostream_lib.config import REPO_ROOT
+
+    changed = update_readme(REPO_ROOT / "README.md", REPO_ROOT / "results")
+    print("README results section", "updated" if changed else "unchanged")
