@@ -1,0 +1,624 @@
+"""Fetch, unpack and verify UCF101 and HMDB51 (paper Sec. 4.1: 13320 videos in 101 classes, 6766 videos
+in 51 classes, three official splits each).
+
+``python -m twostream_lib fetch ucf101 [hmdb51] [--precomputed]`` downloads the archives (resumable
+HTTP), unpacks them safely and verifies the result; ``python -m twostream_lib verify DATASET ROOT``
+checks an existing copy. The layout it creates under ``--root`` (default ``data``)::
+
+    <root>/<dataset>/downloads/   the archives (deleted after unpacking unless --keep-archives)
+    <root>/<dataset>/videos/      <Class>/<video>.avi
+    <root>/<dataset>/splits/      ucfTrainTestlist/ or testTrainMulti_7030_splits/
+    <root>/<dataset>/frames/      jpegs_256/, tvl1_flow/{u,v}/ (--precomputed, UCF101 and HMDB51),
+                                  or what ``python -m twostream_lib prepare`` writes
+
+The official UCF101 and HMDB51 archives are RAR (HMDB51's holds one RAR per class); they are read
+with the ``rarfile`` package or an ``unrar``/``bsdtar``/``7z`` program, whichever is present. The
+precomputed UCF101 frames and flow released with the paper's code are split zip files (``.001``,
+``.002``, ``.003``) that are concatenated before unpacking. Unpacking refuses any member that would
+land outside the target folder (absolute paths, ``..``, links pointing outside, device files).
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from tqdm.auto import tqdm
+
+from twostream_lib.data.splits import OFFICIAL_NUM_CLASSES, OFFICIAL_SPLIT_SIZES, load_split
+from twostream_lib.data.stores import detect_layout, open_store
+from twostream_lib.errors import ConfigError, DataError
+
+_TUGRAZ = "http://ftp.tugraz.at/pub/feichtenhofer/tsfusion/data/"
+_UCF = "https://www.crcv.ucf.edu/data/UCF101/"
+_HMDB = "http://serre-lab.clps.brown.edu/wp-content/uploads/2013/10/"
+RAR_MAGIC = (b"Rar!\x1a\x07\x00", b"Rar!\x1a\x07\x01\x00")
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".webm", ".mov")
+
+
+# ---- what to fetch -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One archive (or one set of split parts) and where its content goes under ``<root>/<dataset>``."""
+
+    name: str
+    urls: tuple[str, ...]  # one archive, or numbered parts .001 .002 ... in order
+    into: str  # "videos", "splits" or "frames"
+    strip: str | None = None  # top-level folder of the archive to drop ("UCF-101")
+    nested: bool = False  # the archive holds one archive per class (HMDB51)
+
+
+SOURCES: dict[str, dict[str, tuple[Step, ...]]] = {
+    "ucf101": {
+        "splits": (Step("splits", (_UCF + "UCF101TrainTestSplits-RecognitionTask.zip",), "splits"),),
+        "videos": (Step("videos", (_UCF + "UCF101.rar",), "videos", strip="UCF-101"),),
+        "precomputed": (
+            Step("jpegs_256", tuple(f"{_TUGRAZ}ucf101_jpegs_256.zip.00{i}" for i in (1, 2, 3)), "frames"),
+            Step("tvl1_flow", tuple(f"{_TUGRAZ}ucf101_tvl1_flow.zip.00{i}" for i in (1, 2, 3)), "frames"),
+        ),
+    },
+    "hmdb51": {
+        "splits": (Step("splits", (_HMDB + "test_train_splits.rar",), "splits"),),
+        "videos": (Step("videos", (_HMDB + "hmdb51_org.rar",), "videos", nested=True),),
+        "precomputed": (
+            Step("jpegs_256", (_TUGRAZ + "hmdb51_jpegs_256.zip",), "frames"),
+            Step("tvl1_flow", (_TUGRAZ + "hmdb51_tvl1_flow.zip",), "frames"),
+        ),
+    },
+}
+
+
+# ---- resumable download ------------------------------------------------------------------
+
+
+def download(url: str, dest: str | Path, *, retries: int = 5, timeout: float = 60.0, progress: bool = True) -> Path:
+    """Download ``url`` to ``dest``, resuming ``dest.part`` with an HTTP Range request.
+
+    ``dest`` appears only when complete, so an existing ``dest`` is not fetched again (archives
+    downloaded by hand can be dropped into the downloads folder).
+    """
+    dest = Path(dest)
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    last_error: Exception | None = None
+    for attempt in range(retries):
+        try:
+            if _download_once(url, part, timeout, progress):
+                os.replace(part, dest)
+                return dest
+        except urllib.error.HTTPError as err:
+            if 400 <= err.code < 500 and err.code not in (408, 429):
+                raise DataError(f"download of {url} failed: HTTP {err.code} {err.reason}") from None
+            last_error = err
+        except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as err:
+            last_error = err
+        time.sleep(min(2**attempt, 30))
+    kept = f"; the partial file {part} is kept: run the command again to resume" if part.exists() else ""
+    raise DataError(f"download of {url} failed after {retries} tries ({last_error}){kept}")
+
+
+def _download_once(url: str, part: Path, timeout: float, progress: bool) -> bool:
+    """One request; True when ``part`` now holds the whole file."""
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "twostream-lib-fetch"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and have:  # nothing left to send: complete if the sizes agree
+            total = _content_range_total(err.headers.get("Content-Range", ""))
+            if total == have:
+                return True
+            part.unlink()
+            return False
+        raise
+    with response:
+        resumed = have and response.status == 206
+        if not resumed:
+            have = 0  # the server ignored the range: start over
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        with open(part, "ab" if resumed else "wb") as f, tqdm(
+            total=total, initial=have, unit="B", unit_scale=True, desc=part.stem, disable=not progress
+        ) as bar:
+            while chunk := response.read(1 << 20):
+                f.write(chunk)
+                bar.update(len(chunk))
+    size = part.stat().st_size
+    if total is not None and size != total:
+        raise OSError(f"connection closed at {size} of {total} bytes")
+    return True
+
+
+def _content_range_total(header: str) -> int | None:
+    m = re.search(r"/(\d+)\s*$", header)
+    return int(m.group(1)) if m else None
+
+
+# ---- split zip parts ---------------------------------------------------------------------
+
+
+def part_number(path: str | Path) -> int:
+    """1 for ``x.zip.001``, 2 for ``x.zip.002``, ...; DataError for other names."""
+    m = re.fullmatch(r".*\.(\d{3})", Path(path).name)
+    if not m:
+        raise DataError(f"{path} is not a numbered archive part (expected a name ending in .001, .002, ...)")
+    return int(m.group(1))
+
+
+def concat_parts(parts: Sequence[str | Path], out: str | Path) -> Path:
+    """Concatenate split archive parts ``.001 .002 ...`` in numeric order into ``out`` (atomically).
+
+    DataError if the parts do not share one base name, do not start at .001, or have a gap.
+    """
+    if not parts:
+        raise DataError(f"no archive parts given for {out}")
+    paths = sorted((Path(p) for p in parts), key=part_number)
+    bases = {p.name[:-4] for p in paths}
+    if len(bases) > 1:
+        raise DataError(f"archive parts belong to different archives: {sorted(bases)}")
+    for expected, path in enumerate(paths, 1):
+        if part_number(path) != expected:
+            missing = path.with_name(f"{path.name[:-4]}.{expected:03d}")
+            raise DataError(f"archive part {missing} is missing (have {', '.join(p.name for p in paths)})")
+        if not path.is_file():
+            raise DataError(f"archive part {path} is missing")
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "wb") as dst:
+        for path in paths:
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, dst, 1 << 22)
+    os.replace(tmp, out)
+    return out
+
+
+# ---- safe unpacking ----------------------------------------------------------------------
+
+
+def archive_format(path: str | Path) -> str:
+    """"rar", "zip" or "tar", from the file's content (not its name)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"archive {path} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(RAR_MAGIC):
+        return "rar"
+    if zipfile.is_zipfile(path):
+        return "zip"
+    if tarfile.is_tarfile(path):
+        return "tar"
+    raise DataError(f"{path} is not a zip, tar or RAR archive")
+
+
+def safe_extract(archive: str | Path, dest: str | Path, *, progress: bool = False) -> list[str]:
+    """Unpack a zip, tar (any compression) or RAR archive into ``dest``; returns the member names.
+
+    Every member is checked before anything is written: absolute paths, ``..`` components, links
+    whose target lies outside ``dest`` and device files raise DataError naming the member.
+    """
+    archive, dest = Path(archive), Path(dest)
+    kind = archive_format(archive)
+    dest.mkdir(parents=True, exist_ok=True)
+    return {"zip": _extract_zip, "tar": _extract_tar, "rar": _extract_rar}[kind](archive, dest, progress)
+
+
+def check_member(name: str, dest: Path, archive: Path) -> str:
+    """The member's relative path if it stays inside ``dest``; DataError naming it otherwise."""
+    parts = [p for p in re.split(r"[\\/]+", name) if p not in ("", ".")]
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        raise DataError(f"{archive}: refusing member {name!r}: absolute path")
+    if ".." in parts:
+        raise DataError(f"{archive}: refusing member {name!r}: '..' would leave {dest}")
+    return "/".join(parts)
+
+
+def _check_link(name: str, target: str, dest: Path, archive: Path, *, hard: bool = False) -> None:
+    """A link member must point inside ``dest`` (symlinks relative to their folder, hard links to the root)."""
+    if target.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", target):
+        raise DataError(f"{archive}: refusing link member {name!r} -> {target!r}: absolute target")
+    base = "" if hard else os.path.dirname(name)
+    root = os.path.abspath(dest)
+    resolved = os.path.normpath(os.path.join(root, base, target))
+    if resolved != root and not resolved.startswith(root + os.sep):
+        raise DataError(f"{archive}: refusing link member {name!r} -> {target!r}: it points outside {dest}")
+
+
+def _extract_zip(archive: Path, dest: Path, progress: bool) -> list[str]:
+    with zipfile.ZipFile(archive) as zf:
+        infos = zf.infolist()
+        for info in infos:
+            check_member(info.filename, dest, archive)
+            if stat.S_ISLNK(info.external_attr >> 16):
+                _check_link(info.filename, zf.read(info).decode("utf-8", "replace"), dest, archive)
+        for info in tqdm(infos, desc=f"unzip {archive.name}", unit="file", disable=not progress):
+            zf.extract(info, dest)
+    return [i.filename for i in infos]
+
+
+def _extract_tar(archive: Path, dest: Path, progress: bool) -> list[str]:
+    with tarfile.open(archive) as tf:
+        members = tf.getmembers()
+        for m in members:
+            check_member(m.name, dest, archive)
+            if m.issym() or m.islnk():
+                _check_link(m.name, m.linkname, dest, archive, hard=m.islnk())
+            elif not (m.isfile() or m.isdir()):
+                raise DataError(f"{archive}: refusing member {m.name!r}: device, fifo or other special file")
+        kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        for m in tqdm(members, desc=f"untar {archive.name}", unit="file", disable=not progress):
+            tf.extract(m, dest, **kwargs)
+    return [m.name for m in members]
+
+
+# -- RAR: through the rarfile package or an unrar / bsdtar / 7z program ---------------------
+
+_RAR_TOOLS = ("unrar", "bsdtar", "7z", "7zz")
+NO_RAR_BACKEND = (
+    "cannot unpack RAR archive {archive}: no RAR backend found. Install one of: `unrar` "
+    "(apt install unrar / brew install rar), `bsdtar` (apt install libarchive-tools), `7z` "
+    "(apt install p7zip-full), or `pip install rarfile` together with one of these programs"
+)
+
+
+def rar_backend() -> tuple[str, str | None]:
+    """("rarfile", None) if the rarfile package can extract, else (tool, path) of the first program found.
+
+    Raises DataError when none is available.
+    """
+    try:
+        import rarfile  # optional dependency
+
+        rarfile.tool_setup()
+        return "rarfile", None
+    except Exception:  # not installed, or no program behind it
+        pass
+    for tool in _RAR_TOOLS:
+        path = shutil.which(tool)
+        if path:
+            return tool, path
+    raise DataError(NO_RAR_BACKEND.format(archive="(any)"))
+
+
+def _extract_rar(archive: Path, dest: Path, progress: bool) -> list[str]:
+    try:
+        backend, exe = rar_backend()
+    except DataError:
+        raise DataError(NO_RAR_BACKEND.format(archive=archive)) from None
+    if backend == "rarfile":
+        import rarfile
+
+        with rarfile.RarFile(archive) as rf:
+            names = [info.filename for info in rf.infolist()]
+            for name in names:
+                check_member(name, dest, archive)
+            rf.extractall(dest)
+    else:
+        names = _rar_list(backend, exe, archive)
+        for name in names:
+            check_member(name, dest, archive)
+        _run_tool(_rar_extract_cmd(backend, exe, archive, dest), archive)
+    _check_extracted_links(names, dest, archive)
+    return names
+
+
+def _rar_list(tool: str, exe: str, archive: Path) -> list[str]:
+    if tool == "unrar":
+        out = _run_tool([exe, "lb", "-p-", str(archive)], archive)
+        return [line for line in out.splitlines() if line.strip()]
+    if tool == "bsdtar":
+        out = _run_tool([exe, "-tf", str(archive)], archive)
+        return [line for line in out.splitlines() if line.strip()]
+    out = _run_tool([exe, "l", "-ba", "-slt", str(archive)], archive)  # 7z
+    return [line[len("Path = "):] for line in out.splitlines() if line.startswith("Path = ")]
+
+
+def _rar_extract_cmd(tool: str, exe: str, archive: Path, dest: Path) -> list[str]:
+    if tool == "unrar":
+        return [exe, "x", "-o+", "-p-", "-y", str(archive), str(dest) + os.sep]
+    if tool == "bsdtar":
+        return [exe, "-xf", str(archive), "-C", str(dest)]
+    return [exe, "x", "-y", f"-o{dest}", str(archive)]  # 7z
+
+
+def _run_tool(cmd: list[str], archive: Path) -> str:
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+        raise DataError(f"{Path(cmd[0]).name} failed on {archive} (exit {result.returncode}): {' / '.join(tail)}")
+    return result.stdout
+
+
+def _check_extracted_links(names: list[str], dest: Path, archive: Path) -> None:
+    """After an external program ran: remove and refuse any extracted link that points outside dest."""
+    root = os.path.realpath(dest)
+    for name in names:
+        path = dest / check_member(name, dest, archive)
+        if path.is_symlink():
+            target = os.path.realpath(path)
+            if target != root and not target.startswith(root + os.sep):
+                path.unlink()
+                raise DataError(f"{archive}: refusing link member {name!r}: it points outside {dest}")
+
+
+# ---- fetch: download + unpack + move into place ------------------------------------------
+
+
+def fetch_step(step: Step, dataset_root: str | Path, *, keep_archives: bool = False, progress: bool = True) -> Path:
+    """Download, unpack and move one step's content into ``dataset_root/step.into``; resumable.
+
+    A step that finished before (marker ``.fetched/<name>.done``) is skipped.
+    """
+    root = Path(dataset_root)
+    marker = root / ".fetched" / f"{step.name}.done"
+    target = root / step.into
+    if marker.is_file():
+        return target
+    downloads = root / "downloads"
+    files = [download(url, downloads / url.rsplit("/", 1)[-1], progress=progress) for url in step.urls]
+    archive = files[0] if len(files) == 1 else concat_parts(files, downloads / files[0].name[:-4])
+    staging = root / ".unpack" / step.name
+    shutil.rmtree(staging, ignore_errors=True)
+    safe_extract(archive, staging, progress=progress)
+    if step.nested:
+        inner_root = root / ".unpack" / f"{step.name}-inner"
+        for inner in tqdm(sorted(staging.rglob("*.rar")), desc="class archives", disable=not progress):
+            safe_extract(inner, inner_root)
+        shutil.rmtree(staging)
+        staging = inner_root
+    merge_move(staging / step.strip if step.strip else staging, target)
+    shutil.rmtree(root / ".unpack", ignore_errors=True)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("\n".join(step.urls) + "\n")
+    if not keep_archives:
+        for path in {*files, archive}:
+            path.unlink(missing_ok=True)
+    return target
+
+
+def merge_move(src: Path, dst: Path) -> None:
+    """Move the content of folder ``src`` into ``dst`` (created if needed), merging sub-folders."""
+    if not src.is_dir():
+        raise DataError(f"expected folder {src} in the unpacked archive; the archive layout is not the known one")
+    dst.mkdir(parents=True, exist_ok=True)
+    for child in src.iterdir():
+        target = dst / child.name
+        if child.is_dir() and target.is_dir() and not target.is_symlink():
+            merge_move(child, target)
+        else:
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(child, target)
+    src.rmdir()
+
+
+# ---- verify ------------------------------------------------------------------------------
+
+
+@dataclass
+class SplitCheck:
+    """One split: what the split files list and how much of it is on disk."""
+
+    split: int
+    classes: int
+    train_listed: int
+    test_listed: int
+    train_found: int
+    test_found: int
+    missing: list[str] = field(default_factory=list)  # relpaths of listed videos not found
+    expected_classes: int | None = None
+    train_expected: int | None = None  # official numbers (None for the synthetic set)
+    test_expected: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        official = (self.expected_classes, self.train_expected, self.test_expected)
+        listed = (self.classes, self.train_listed, self.test_listed)
+        agrees = all(e is None or e == n for e, n in zip(official, listed))
+        return agrees and not self.missing
+
+
+@dataclass
+class VerifyReport:
+    """``verify_dataset``'s findings; ``summary()`` is what the commands print."""
+
+    dataset: str
+    root: Path
+    kind: str  # "videos", or "frames (<layout> layout)"
+    on_disk: int  # videos (files or frame folders) found under root
+    splits: list[SplitCheck] = field(default_factory=list)
+    case_mismatch: list[str] = field(default_factory=list)  # found only with other letter case
+    incomplete: list[str] = field(default_factory=list)  # frames: no RGB or no flow frames
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.splits) and not self.incomplete
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def summary(self, max_list: int = 20) -> str:
+        lines = [f"{self.dataset}: {self.on_disk} {self.kind} under {self.root}"]
+        for s in self.splits:
+            lines.append(
+                f"  split {s.split}: {s.classes} classes{_vs(s.expected_classes, s.classes)}, "
+                f"train {s.train_found}/{s.train_listed} found{_vs(s.train_expected, s.train_listed)}, "
+                f"test {s.test_found}/{s.test_listed} found{_vs(s.test_expected, s.test_listed)}"
+            )
+        missing = sorted({m for s in self.splits for m in s.missing})
+        if missing:
+            lines.append(f"  MISSING {len(missing)} listed video(s):")
+            lines += [f"    {m}" for m in missing[:max_list]]
+            if len(missing) > max_list:
+                lines.append(f"    ... and {len(missing) - max_list} more")
+        if self.incomplete:
+            lines.append(f"  INCOMPLETE {len(self.incomplete)} video(s) without RGB or flow frames:")
+            lines += [f"    {m}" for m in self.incomplete[:max_list]]
+        if self.case_mismatch:
+            lines.append(
+                f"  note: {len(self.case_mismatch)} video(s) found only with different letter case "
+                f"(accepted), e.g. {self.case_mismatch[0]}"
+            )
+        lines.append("  OK: everything listed is present" if self.ok else "  PROBLEMS FOUND (see above)")
+        return "\n".join(lines)
+
+
+def _vs(expected: int | None, got: int) -> str:
+    if expected is None:
+        return ""
+    return f" (official {expected})" if expected == got else f" (OFFICIAL {expected}: split files differ!)"
+
+
+def verify_dataset(
+    dataset: str, root: str | Path, split_dir: str | Path, *, splits: Sequence[int] = (1, 2, 3)
+) -> VerifyReport:
+    """Check the videos (or a frame store) under ``root`` against the split files in ``split_dir``.
+
+    Per split: classes, listed vs official train/test counts, and every listed video present (by
+    name, so flat and per-class folders both work; a different letter case is accepted and noted).
+    For a frame store, videos with no RGB or no flow frames are reported as incomplete.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data root {root} does not exist; expected the unpacked videos or frames there")
+    loaded = [load_split(dataset, split_dir, s) for s in splits]
+    kind, names, store = _inventory(root)
+    folded = {n.casefold(): n for n in names}
+    report = VerifyReport(dataset=loaded[0].dataset, root=root, kind=kind, on_disk=len(names))
+    found: dict[str, str] = {}  # listed name -> name on disk
+    for sp in loaded:
+        check = _check_split(sp, names, folded, found)
+        report.splits.append(check)
+    report.case_mismatch = sorted(k for k, v in found.items() if k != v)
+    if store is not None:
+        report.incomplete = sorted(
+            listed for listed, disk in found.items() if min(store.counts(disk).rgb, store.counts(disk).flow) == 0
+        )
+    return report
+
+
+def _inventory(root: Path):
+    """(kind, video names on disk, frame store or None)."""
+    try:
+        layout = detect_layout(root)
+    except DataError:
+        names = {
+            os.path.splitext(f)[0]
+            for _, _, files in os.walk(root)
+            for f in files
+            if os.path.splitext(f)[1].lower() in VIDEO_SUFFIXES
+        }
+        return "video files", names, None
+    store = open_store(root, layout)
+    return f"videos in a frame store ({layout} layout)", set(store.videos()), store
+
+
+def _check_split(sp, names: set[str], folded: dict[str, str], found: dict[str, str]) -> SplitCheck:
+    official = OFFICIAL_SPLIT_SIZES.get(sp.dataset, {}).get(sp.split, (None, None))
+    counts, missing = {}, []
+    for part, items in (("train", sp.train), ("test", sp.test)):
+        n = 0
+        for item in items:
+            disk = item.name if item.name in names else folded.get(item.name.casefold())
+            if disk is None:
+                missing.append(item.relpath)
+            else:
+                found[item.name] = disk
+                n += 1
+        counts[part] = n
+    return SplitCheck(
+        split=sp.split,
+        classes=len(sp.classes),
+        train_listed=len(sp.train),
+        test_listed=len(sp.test),
+        train_found=counts["train"],
+        test_found=counts["test"],
+        missing=missing,
+        expected_classes=OFFICIAL_NUM_CLASSES.get(sp.dataset),
+        train_expected=official[0],
+        test_expected=official[1],
+    )
+
+
+# ---- command line ------------------------------------------------------------------------
+
+
+def cli_main(argv: list[str]) -> int:
+    """``fetch`` and ``verify`` commands (``argv[0]`` is the command name)."""
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "fetch":
+            return _fetch_cli(rest)
+        if command == "verify":
+            return _verify_cli(rest)
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"unknown command {command!r}; expected 'fetch' or 'verify'", file=sys.stderr)
+    return 2
+
+
+def _verify_cli(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m twostream_lib verify",
+        description="Check videos or a frame store against the official split files: classes, "
+        "train/test counts per split, every listed video present. Exit code 1 if anything is missing.",
+    )
+    parser.add_argument("dataset", choices=["ucf101", "hmdb51", "synthetic"])
+    parser.add_argument("root", help="video folder, or frame store root (jpegs_256/, packed/ or rawframes)")
+    parser.add_argument("--splits", default=None, help="split files folder (default: ROOT/../splits)")
+    parser.add_argument("--split", type=int, nargs="+", default=[1, 2, 3], help="which splits (default 1 2 3)")
+    a = parser.parse_args(args)
+    split_dir = a.splits or Path(a.root).parent / "splits"
+    report = verify_dataset(a.dataset, a.root, split_dir, splits=a.split)
+    print(report.summary())
+    return report.exit_code
+
+
+def _fetch_cli(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m twostream_lib fetch",
+        description="Download, unpack and verify UCF101/HMDB51 (needs internet; resumable: run it again "
+        "after an interruption). Archives fetched by hand can be put in <root>/<dataset>/downloads/.",
+    )
+    parser.add_argument("datasets", nargs="+", choices=sorted(SOURCES))
+    parser.add_argument("--root", default="data", help="data folder (default: data)")
+    parser.add_argument("--precomputed", action="store_true", help="also fetch the authors' jpegs_256 + tvl1_flow")
+    parser.add_argument("--no-videos", action="store_true", help="skip the video archives")
+    parser.add_argument("--keep-archives", action="store_true", help="keep the downloaded archives")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    a = parser.parse_args(args)
+    status = 0
+    for dataset in a.datasets:
+        root = Path(a.root) / dataset
+        groups = ["splits"] + ([] if a.no_videos else ["videos"]) + (["precomputed"] if a.precomputed else [])
+        for group in groups:
+            for step in SOURCES[dataset][group]:
+                print(f"[{dataset}] {step.name}: {', '.join(step.urls)}")
+                fetch_step(step, root, keep_archives=a.keep_archives, progress=not a.quiet)
+        for sub in ("videos", "frames"):
+            if (root / sub).is_dir():
+                report = verify_dataset(dataset, root / sub, root / "splits")
+                print(report.summary())
+                status = max(status, report.exit_code)
+    return status
