@@ -1,0 +1,490 @@
+"""Training engine: protocol, outputs, exact resume, worker independence, schedules, config checks.
+
+The tiny model and data set defined here are reused by test_evaluate, test_features and test_ddp.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import multiprocessing
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from twostream_lib.errors import ConfigError, DataError
+from twostream_lib.train import (FrameAverage, GlobalBatchSampler, LRSchedule, TrainConfig, load_checkpoint,
+                                 train)
+
+torch.set_num_threads(1)
+
+
+# ----------------------------------------------------------------------------- tiny stand-ins
+
+class SignalClips(Dataset):
+    """Random two-stream "clips" [T, C, S, S] whose class shifts one RGB and one flow channel.
+
+    ``views`` > 1 makes consecutive samples views of one video (like TwoStreamViews). Augmentation
+    noise and a horizontal flip are drawn per sample from (seed, epoch, index), as the contract asks.
+    """
+
+    def __init__(self, n: int = 24, classes: int = 3, *, T: int = 2, size: int = 6, seed: int = 0,
+                 views: int = 1, augment: bool = True, strength: float = 2.0):
+        g = torch.Generator().manual_seed(1000 + seed)
+        self.n, self.classes, self.views, self.seed, self.augment = n, classes, views, seed, augment
+        videos = (n + views - 1) // views
+        self.labels = [(i // views) % classes for i in range(n)]
+        self.rgb = torch.randn(videos, T, 3, size, size, generator=g)
+        self.flow = torch.randn(videos, T, 4, size, size, generator=g)
+        for v in range(videos):
+            c = v % classes
+            self.rgb[v, :, c % 3] += strength
+            self.flow[v, :, c % 4] += strength
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        v = i // self.views
+        rgb, flow = self.rgb[v].clone(), self.flow[v].clone()
+        if self.augment:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 10_007 + i)
+            rgb += 0.3 * torch.randn(rgb.shape, generator=g)
+            flow += 0.3 * torch.randn(flow.shape, generator=g)
+            if torch.rand(1, generator=g).item() < 0.5:
+                rgb, flow = rgb.flip(-1), flow.flip(-1)
+        return {"rgb": rgb, "flow": flow, "label": self.labels[i], "video": f"v{v:03d}", "view": i % self.views}
+
+
+class TinyTwoStream(nn.Module):
+    """Two conv towers, conv fusion of the towers' maps, global pooling, dropout, linear classifier."""
+
+    def __init__(self, classes: int = 3, dropout: float = 0.0, two_losses: bool = False, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.rgb = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.flow = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        self.fuse = nn.Conv2d(8, 6, 1)
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(6, classes)
+        self.fc_flow = nn.Linear(4, classes)
+        self.two_losses = two_losses
+
+    def fusion_inputs(self, rgb, flow):
+        b, t = rgb.shape[:2]
+        fa = self.rgb(rgb.flatten(0, 1))
+        fb = self.flow(flow.flatten(0, 1))
+        return fa.unflatten(0, (b, t)), fb.unflatten(0, (b, t))
+
+    def head(self, fa, fb):
+        b, t = fa.shape[:2]
+        x = torch.relu(self.fuse(torch.cat([fa, fb], 2).flatten(0, 1)))
+        logits = self.fc(self.drop(x.mean((2, 3)).unflatten(0, (b, t)).mean(1)))
+        if not self.two_losses:
+            return {"scores": logits, "logits": [logits]}
+        flow_logits = self.fc_flow(fb.mean((3, 4)).mean(1))
+        return {"scores": (logits + flow_logits) / 2, "logits": [logits, flow_logits]}
+
+    def forward(self, rgb, flow):
+        return self.head(*self.fusion_inputs(rgb, flow))
+
+
+def small_cfg(tmp_path: Path | None = None, **kw) -> TrainConfig:
+    base = dict(lr=0.3, batch_size=8, epochs=3, lr_schedule="constant", progress=False,
+                out_dir=None if tmp_path is None else str(tmp_path))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def rows_without_time(history):
+    """Metric rows without the wall-clock column, NaN (no validation) as None so rows compare equal."""
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items() if k != "time"}
+            for r in history]
+
+
+# ----------------------------------------------------------------------------- tests
+
+def test_train_learns_and_writes_config_metrics_checkpoint(tmp_path):
+    model = TinyTwoStream(dropout=0.2)
+    res = train(model, SignalClips(30), SignalClips(12, seed=1, views=2), small_cfg(tmp_path, epochs=4))
+    assert res.model is model and res.out_dir == tmp_path
+    losses = [r["train_loss"] for r in res.history]
+    assert losses[-1] < losses[0] and res.history[-1]["train_acc"] > 0.6
+    assert res.best_val == max(r["val_acc"] for r in res.history) and res.best_val > 0.5
+
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["train"]["lr"] == 0.3 and cfg["train"]["input_keys"] == ["rgb", "flow"]
+    assert cfg["run"]["world_size"] == 1 and cfg["run"]["train_samples"] == 30
+    assert cfg["run"]["trainable_parameters"] == sum(p.numel() for p in model.parameters())
+
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["epoch", "lr", "train_loss", "train_acc", "val_acc", "time"]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[-1]["train_loss"]) == pytest.approx(losses[-1])
+
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 4 and len(ckpt["history"]) == 4 and ckpt["config"]["batch_size"] == 8
+    assert states_equal(ckpt["model"], model.state_dict())
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_one_step_equals_sgd_with_momentum_and_weight_decay_on_the_batch_mean():
+    """Section 3.5 optimiser: w <- w - lr (grad of mean CE + wd w), momentum buffer = that gradient."""
+    data = SignalClips(10, augment=False)
+    model, ref = TinyTwoStream(), TinyTwoStream()
+    batch = torch.utils.data.default_collate([data[i] for i in range(10)])
+    out = ref(batch["rgb"], batch["flow"])["scores"]
+    loss = nn.functional.cross_entropy(out, batch["label"])
+    grads = torch.autograd.grad(loss, list(ref.parameters()), allow_unused=True)
+    train(model, data, None, small_cfg(batch_size=10, epochs=1, lr=0.1, weight_decay=0.01, deterministic=False))
+    for p, q, g in zip(model.parameters(), ref.parameters(), grads):
+        expected = q if g is None else q - 0.1 * (g + 0.01 * q)  # unused (fc_flow): no update, no decay
+        torch.testing.assert_close(p, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_losses_of_all_towers_are_summed():
+    """Section 3.4: both towers' losses are kept; the loss is their sum (scores give the prediction)."""
+    class Twice(TinyTwoStream):
+        def head(self, fa, fb):
+            out = super().head(fa, fb)
+            return {"scores": out["scores"], "logits": out["logits"] * 2}
+
+    data = SignalClips(12)
+    one = train(TinyTwoStream(), data, None, small_cfg(batch_size=12, epochs=1))
+    two = train(Twice(), data, None, small_cfg(batch_size=12, epochs=1))
+    assert two.history[0]["train_loss"] == pytest.approx(2 * one.history[0]["train_loss"], rel=1e-6)
+
+
+def _interrupt_after(k):
+    def callback(row):
+        if row["epoch"] == k:
+            raise KeyboardInterrupt
+    return callback
+
+
+def test_interrupted_run_resumes_to_identical_weights_and_metrics(tmp_path):
+    # dropout (global RNG), augmentation (set_epoch), momentum and a plateau schedule that reduces
+    # the lr (patience 0) all have to carry over the interruption
+    cfg = dict(epochs=5, lr_schedule="plateau", patience=0, max_reductions=3, stop_on_plateau=False)
+    val = SignalClips(9, seed=3, views=3)
+    full = train(TinyTwoStream(dropout=0.3), SignalClips(20), val, small_cfg(tmp_path / "full", **cfg))
+    with pytest.raises(KeyboardInterrupt):
+        train(TinyTwoStream(dropout=0.3), SignalClips(20), val, small_cfg(tmp_path / "cut", **cfg),
+              on_epoch_end=_interrupt_after(2))
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 2
+    # a fresh model object (different init) must be overwritten by the checkpoint
+    resumed = train(TinyTwoStream(dropout=0.3, seed=7), SignalClips(20), val, small_cfg(tmp_path / "cut", **cfg))
+    assert states_equal(resumed.model.state_dict(), full.model.state_dict())
+    assert rows_without_time(resumed.history) == rows_without_time(full.history)
+    assert len({r["lr"] for r in full.history}) > 1, "the test should exercise an lr reduction"
+    with open(tmp_path / "cut" / "metrics.csv") as f, open(tmp_path / "full" / "metrics.csv") as g:
+        strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
+        assert strip(csv.DictReader(f)) == strip(csv.DictReader(g))
+    # calling again on a finished run trains nothing and returns the same weights
+    again = train(TinyTwoStream(seed=9, dropout=0.3), SignalClips(20), val, small_cfg(tmp_path / "cut", **cfg))
+    assert states_equal(again.model.state_dict(), full.model.state_dict())
+
+
+def _train_then_sigkill(out: str, cfg: dict) -> None:
+    def kill(row):
+        if row["epoch"] == 2:
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no finally: as if the machine died
+    train(TinyTwoStream(dropout=0.3), SignalClips(20), None, small_cfg(out, **cfg), on_epoch_end=kill)
+
+
+def test_killed_process_resumes_to_identical_weights(tmp_path):
+    cfg = dict(epochs=4)
+    full = train(TinyTwoStream(dropout=0.3), SignalClips(20), None, small_cfg(tmp_path / "full", **cfg))
+    # a forked child inherits the imported torch (a fresh interpreter would spend seconds importing)
+    child = multiprocessing.get_context("fork").Process(target=_train_then_sigkill, args=(tmp_path / "cut", cfg))
+    child.start()
+    child.join(120)
+    assert child.exitcode == -signal.SIGKILL
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 2
+    resumed = train(TinyTwoStream(dropout=0.3), SignalClips(20), None, small_cfg(tmp_path / "cut", **cfg))
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+    assert states_equal(resumed.model.state_dict(), full.model.state_dict())
+    assert rows_without_time(resumed.history) == rows_without_time(full.history)
+
+
+def test_results_do_not_depend_on_the_number_of_workers():
+    runs = [train(TinyTwoStream(dropout=0.3), SignalClips(20), None, small_cfg(epochs=2, workers=w))
+            for w in (0, 2)]
+    assert states_equal(runs[0].model.state_dict(), runs[1].model.state_dict())
+    assert rows_without_time(runs[0].history) == rows_without_time(runs[1].history)
+
+
+def test_same_seed_same_weights_other_seed_other_weights():
+    a, b, c = (train(TinyTwoStream(dropout=0.3), SignalClips(16), None, small_cfg(epochs=1, seed=s)).model
+               for s in (0, 0, 1))
+    assert states_equal(a.state_dict(), b.state_dict())
+    assert not states_equal(a.state_dict(), c.state_dict())
+
+
+def test_only_trainable_parameters_change_and_others_are_frozen():
+    model = TinyTwoStream()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    head = list(model.fuse.parameters()) + list(model.fc.parameters())
+    train(model, SignalClips(16), None, small_cfg(epochs=1), trainable=head)
+    for name, value in model.state_dict().items():
+        changed = not torch.equal(value, before[name])
+        assert changed == name.startswith(("fuse", "fc.")), name
+    assert not any(p.requires_grad for p in model.rgb.parameters())
+    with pytest.raises(ConfigError, match="not the model's"):
+        train(model, SignalClips(16), None, small_cfg(epochs=1), trainable=[nn.Parameter(torch.zeros(1))])
+    with pytest.raises(ConfigError, match="no trainable"):
+        train(model, SignalClips(16), None, small_cfg(epochs=1), trainable=[])
+
+
+def test_dropout_override_sets_every_dropout_module():
+    model = TinyTwoStream(dropout=0.1)
+    train(model, SignalClips(8), None, small_cfg(epochs=1, dropout=0.85))
+    assert model.drop.p == 0.85
+
+
+def test_single_stream_input_keys_and_frame_average():
+    backbone = nn.Sequential(nn.Conv2d(4, 3, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    model = FrameAverage(backbone)
+    x = torch.randn(5, 2, 4, 6, 6)
+    torch.testing.assert_close(model(x), (backbone(x[:, 0]) + backbone(x[:, 1])) / 2)
+    res = train(model, SignalClips(16), None, small_cfg(epochs=3, input_keys=("flow",)))
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+    with pytest.raises(DataError, match="no key 'depth'"):
+        train(FrameAverage(backbone), SignalClips(16), None, small_cfg(epochs=1, input_keys=("depth",)))
+
+
+def test_bf16_autocast_and_channels_last_run_on_cpu_when_asked():
+    ref = train(TinyTwoStream(), SignalClips(16), None, small_cfg(epochs=2))
+    res = train(TinyTwoStream(), SignalClips(16), None, small_cfg(epochs=2, amp="bf16", channels_last=True))
+    assert res.model.rgb[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert math.isfinite(res.history[-1]["train_loss"])
+    assert res.history[0]["train_loss"] == pytest.approx(ref.history[0]["train_loss"], rel=0.05)
+    # "auto" is a no-op on the CPU: identical to amp="off"
+    auto = train(TinyTwoStream(), SignalClips(16), None, small_cfg(epochs=2, amp="auto"))
+    off = train(TinyTwoStream(), SignalClips(16), None, small_cfg(epochs=2, amp="off"))
+    assert states_equal(auto.model.state_dict(), off.model.state_dict())
+
+
+def test_plateau_schedule_reduces_by_ten_then_stops():
+    s = LRSchedule(TrainConfig(lr=1e-3, patience=1, max_reductions=2, min_lr=1e-6))
+    lrs = []
+    for epoch, acc in enumerate([0.5, 0.6, 0.6, 0.6, 0.7, 0.7, 0.7, 0.7, 0.7], start=1):
+        s.step(epoch, {"val_acc": acc})
+        lrs.append(s.lr)
+        if s.stopped:
+            break
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-4, 1e-5, 1e-5, 1e-5])
+    assert s.stopped and s.reductions == 2
+    restored = LRSchedule(TrainConfig())
+    restored.load_state_dict(s.state_dict())
+    assert restored.state_dict() == s.state_dict()
+    nan_ignored = LRSchedule(TrainConfig(patience=0))
+    nan_ignored.step(1, {"val_acc": math.nan})
+    assert nan_ignored.best is None and nan_ignored.lr == 1e-3
+    loss = LRSchedule(TrainConfig(monitor="train_loss", patience=0))
+    loss.step(1, {"train_loss": 1.0})
+    loss.step(2, {"train_loss": 0.5})
+    loss.step(3, {"train_loss": 0.7})
+    assert loss.lr == pytest.approx(1e-4)
+    step = LRSchedule(TrainConfig(lr_schedule="step", step_size=2, lr=1.0))
+    for epoch in range(1, 5):
+        step.step(epoch, {})
+    assert step.lr == pytest.approx(0.01)
+    cosine = LRSchedule(TrainConfig(lr_schedule="cosine", epochs=4, lr=1.0, min_lr=0.0))
+    lrs = []
+    for epoch in range(1, 5):
+        cosine.step(epoch, {})
+        lrs.append(cosine.lr)
+    assert lrs == pytest.approx([0.8535534, 0.5, 0.1464466, 0.0])
+
+
+def test_plateau_stops_training_early(tmp_path):
+    res = train(TinyTwoStream(), SignalClips(8), None,
+                small_cfg(epochs=20, lr=1e-9, lr_schedule="plateau", monitor="train_acc", patience=0,
+                          max_reductions=1))
+    assert res.stopped_early and len(res.history) < 20
+
+
+def test_global_batch_sampler_shards_each_global_batch():
+    one = GlobalBatchSampler(21, 8, seed=3, epoch=1)
+    parts = [GlobalBatchSampler(21, 8, seed=3, epoch=1, rank=r, world_size=2) for r in range(2)]
+    assert one.global_sizes == [8, 8, 5] and parts[0].global_sizes == [8, 8, 5]
+    for k, batch in enumerate(one):
+        assert parts[0].batches[k] + parts[1].batches[k] == batch
+    assert sorted(i for b in one for i in b) == list(range(21))
+    assert list(GlobalBatchSampler(21, 8, seed=3, epoch=2)) != list(one)
+    assert GlobalBatchSampler(21, 8, seed=3, epoch=1, drop_last=True).global_sizes == [8, 8]
+    assert GlobalBatchSampler(9, 8, seed=0, epoch=0, world_size=2).global_sizes == [8]  # 1 < 2 processes
+
+
+def test_config_checks_and_resume_mismatch(tmp_path):
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        TrainConfig(lr_schedule="linear")
+    with pytest.raises(ConfigError, match="batch_size=0"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="unknown keys \\['lrate'\\]"):
+        TrainConfig.from_dict({"lrate": 0.1})
+    assert TrainConfig.from_dict(TrainConfig(amp=True).to_dict()) == TrainConfig(amp="auto")
+    with pytest.raises(ConfigError, match="needs val_set or val_fn"):
+        train(TinyTwoStream(), SignalClips(8), None, small_cfg(lr_schedule="plateau"))
+    train(TinyTwoStream(), SignalClips(8), None, small_cfg(tmp_path, epochs=1))
+    with pytest.raises(ConfigError, match="lr=0.3"):
+        train(TinyTwoStream(), SignalClips(8), None, small_cfg(tmp_path, epochs=2, lr=0.1))
+    fresh = train(TinyTwoStream(), SignalClips(8), None, small_cfg(tmp_path, epochs=1, lr=0.1, resume=False))
+    assert fresh.history[0]["lr"] == 0.1
+    (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="not a readable checkpoint"):
+        train(TinyTwoStream(), SignalClips(8), None, small_cfg(tmp_path, epochs=2, lr=0.1))
+
+
+def test_val_fn_replaces_default_validation():
+    seen = []
+
+    def val_fn(model):
+        seen.append(model.training)
+        return 0.25
+
+    res = train(TinyTwoStream(), SignalClips(8), None, small_cfg(epochs=2), val_fn=val_fn)
+    assert seen == [False, False] and [r["val_acc"] for r in res.history] == [0.25, 0.25]
+    assert res.best_val == 0.25 and res.best_epoch == 1
+
+
+def test_frozen_batch_norm_keeps_its_statistics():
+    class WithNorm(TinyTwoStream):
+        def __init__(self):
+            super().__init__()
+            self.rgb = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+
+    model = WithNorm()
+    model.rgb.requires_grad_(False)
+    before = model.rgb[1].running_mean.clone()
+    train(model, SignalClips(8), None, small_cfg(epochs=1))
+    assert torch.equal(model.rgb[1].running_mean, before)
+    trainable = WithNorm()
+    train(trainable, SignalClips(8), None, small_cfg(epochs=1))
+    assert not torch.equal(trainable.rgb[1].running_mean, before)
+
+
+# ----------------------------------------------------------------------------- integration with the real modules
+
+def tiny_synthetic(root: Path):
+    """Three synthetic classes, 3 groups x 1 clip of 14 frames at 48 px (about 2 s to make)."""
+    from twostream_lib.data.synthetic import CLASS_NAMES, make_synthetic_dataset
+
+    return make_synthetic_dataset(root, size=48, frames=14, groups=3, clips=1, classes=CLASS_NAMES[:3],
+                                  workers=1, progress=False)
+
+
+def test_cli_trains_both_streams_then_conv_fusion_of_them(tmp_path):
+    """`python -m twostream_lib train` on the synthetic set: spatial and temporal streams, then conv
+    fusion at ReLU5 initialised from them, towers frozen below the fusion layer (Section 3.5)."""
+    from twostream_lib.__main__ import main
+    from twostream_lib.evaluate import load_scores
+
+    ds = tiny_synthetic(tmp_path / "data")
+    common = {"dataset": "synthetic", "frames_root": str(ds.frames_root), "split_dir": str(ds.split_dir),
+              "backbone": "demo_shallow", "test_mode": "T5_flips",
+              "sampling": {"T": 1, "L": 10, "tau": [1, 3], "size": 48, "crop": "center"},
+              "train": {"lr": 0.01, "lr_schedule": "constant", "batch_size": 4, "progress": False}}
+    runs = tmp_path / "runs"
+    for stream in ("spatial", "temporal"):
+        cfg_path = tmp_path / f"{stream}.json"
+        cfg_path.write_text(json.dumps({**common, "stream": stream}))
+        assert main(["train", "--config", str(cfg_path), "--out-dir", str(runs / stream), "--epochs", "2"]) == 0
+        assert {"config.json", "metrics.csv", "checkpoint.pt", "weights.pt", "experiment.json", "scores.npz",
+                "confusion.csv", "eval.json"} <= {p.name for p in (runs / stream).iterdir()}
+    fused_exp = {**common, "stream": "fusion", "fusion": {"fusion": "conv", "layers": ["relu5"]},
+                 "spatial_weights": str(runs / "spatial" / "weights.pt"),
+                 "temporal_weights": str(runs / "temporal" / "weights.pt")}
+    (tmp_path / "fusion.json").write_text(json.dumps(fused_exp))
+    assert main(["train", "--config", str(tmp_path / "fusion.json"), "--out-dir", str(runs / "fusion"),
+                 "--epochs", "1", "--set", "train.seed=1", "--threads", "1"]) == 0
+
+    scores = load_scores(runs / "fusion" / "scores.npz")
+    assert len(scores.videos) == len(ds.classes) and scores.views.tolist() == [2] * len(ds.classes)
+    summary = json.loads((runs / "fusion" / "eval.json").read_text())
+    assert 0 <= summary["accuracy"] <= 1 and summary["ci95"][0] <= summary["accuracy"] <= summary["ci95"][1]
+    assert json.loads((runs / "fusion" / "config.json").read_text())["train"]["seed"] == 1
+    spatial = torch.load(runs / "spatial" / "weights.pt", weights_only=True)
+    fused = torch.load(runs / "fusion" / "weights.pt", weights_only=True)
+    below = [k for k in spatial if k.startswith("net.stages.relu")]
+    above = [k for k in spatial if k.startswith("net.stages.fc6") and k.endswith("weight")]
+    assert below and above
+    for k in below:  # frozen: identical to the trained stream
+        assert torch.equal(fused["spatial." + k[len("net."):]], spatial[k]), k
+    assert not all(torch.equal(fused["spatial." + k[len("net."):]], spatial[k]) for k in above)
+    conf = np.loadtxt(runs / "fusion" / "confusion.csv", delimiter=",")
+    assert conf.shape == (3, 3) and conf.sum() == len(ds.classes)
+
+
+def test_cli_rejects_bad_input(tmp_path):
+    from twostream_lib.train import cli_main
+
+    with pytest.raises(ConfigError, match="no such file"):
+        cli_main(["train", "--config", str(tmp_path / "missing.json")])
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        cli_main(["train", "--config", str(tmp_path / "bad.json")])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        cli_main(["train", "--set", "train.lr"])
+    with pytest.raises(ConfigError, match="frames_root"):
+        cli_main(["train", "--split-dir", str(tmp_path)])
+
+
+# ----------------------------------------------------------------------------- determinism helpers
+
+def test_seed_everything_and_rng_state_round_trip(tmp_path):
+    import random
+
+    from twostream_lib.determinism import derive_seed, rng_state, seed_everything, set_rng_state
+
+    seed_everything(5)
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    seed_everything(5)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+    state = rng_state()
+    torch.save(state, tmp_path / "rng.pt")
+    after = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == after
+    assert derive_seed(0, 1) == derive_seed(0, 1) != derive_seed(1, 0)
+    assert 0 <= derive_seed(2**40, 7) < 2**63
+
+
+def test_deterministic_context_restores_and_set_threads():
+    from twostream_lib.determinism import deterministic, set_threads, worker_init_fn
+
+    before = torch.are_deterministic_algorithms_enabled()
+    with deterministic(not before):
+        assert torch.are_deterministic_algorithms_enabled() is (not before)
+        assert torch.backends.cudnn.benchmark is before
+    assert torch.are_deterministic_algorithms_enabled() is before
+    threads = torch.get_num_threads()
+    try:
+        set_threads(2)
+        assert torch.get_num_threads() == 2 and os.environ["OMP_NUM_THREADS"] == "2"
+    finally:
+        set_threads(threads)
+    with pytest.raises(ConfigError, match="n must be"):
+        set_threads(0)
+    torch.manual_seed(11)
+    worker_init_fn(0)
+    a = np.random.rand()
+    torch.manual_seed(11)
+    worker_init_fn(0)
+    assert np.random.rand() == a
