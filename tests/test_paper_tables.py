@@ -48,7 +48,7 @@ def test_binomial_stderr_against_hand_computation():
     assert tables.binomial_stderr(80.0, 100) == pytest.approx(4.0)
     assert tables.fmt_pct(85.955, 1.234) == "86.0 ± 1.2"
     assert tables.fmt_pct(None) == "-"
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="n must be >= 1"):
         tables.binomial_stderr(50.0, 0)
 
 

@@ -190,7 +190,7 @@ def predict(model: torch.nn.Module, views_set: Dataset, *, batch_size: int = 32,
                         num_workers=workers, collate_fn=_collate,
                         pin_memory=torch.device(device).type == "cuda")
     idx_parts, video_parts, view_parts, label_parts, score_parts = [], [], [], [], []
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     try:
         for idx, batch in tqdm(loader, desc="predict", disable=not progress or rank != 0, leave=False):

@@ -147,7 +147,7 @@ def _stored_fingerprint(path: Path) -> str | None:
 @torch.no_grad()
 def _compute(net: nn.Module, dataset: Dataset, passes: int, batch_size: int, device: torch.device,
              input_keys: Sequence[str], dtype: np.dtype, workers: int, progress: bool, fingerprint: str) -> FeatureSet:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     n = len(dataset)
     fa = fb = None

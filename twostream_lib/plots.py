@@ -8,24 +8,25 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: papermill, CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
 DPI = 100
 
 
-def save_figure(fig, path: str | Path) -> Path:
-    """Save ``fig`` as PNG at a fixed DPI with no volatile metadata; write-then-rename."""
+def save_figure(fig, path: str | Path):
+    """Save ``fig`` as PNG at a fixed DPI with no volatile metadata (write, then rename), close it,
+    and return the saved image for display: a notebook shows exactly the file in ``results/``."""
+    from IPython.display import Image
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=DPI, format="png", metadata={"Software": None})
+    plt.close(fig)
     os.replace(tmp, path)
-    return path
+    return Image(filename=str(path))
 
 
 def clip_figure(rgb: np.ndarray, flow: np.ndarray, *, title: str = ""):

@@ -33,10 +33,9 @@ class ResultRow:
 
 def binomial_stderr(accuracy_pct: float, n: int) -> float:
     """Standard error (percent) of an accuracy measured on ``n`` independent test videos."""
-    if n <= 0:
-        raise ConfigError(f"n (test videos) must be positive, got {n}")
-    p = accuracy_pct / 100.0
-    return 100.0 * math.sqrt(max(p * (1 - p), 1e-12) / n)
+    from twostream_lib.evaluate import standard_error
+
+    return 100.0 * standard_error(accuracy_pct / 100.0, n)
 
 
 def fmt_pct(value: float | None, stderr: float | None = None) -> str:

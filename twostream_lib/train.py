@@ -478,7 +478,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
                                 input_keys=cfg.input_keys, workers=cfg.workers, amp=cfg.amp,
                                 channels_last=cfg.channels_last))
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     epochs_bar = tqdm(total=cfg.epochs, initial=min(start, cfg.epochs), desc="epochs",
                       disable=not show or rank != 0, dynamic_ncols=True)

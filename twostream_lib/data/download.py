@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from twostream_lib.data.splits import OFFICIAL_NUM_CLASSES, OFFICIAL_SPLIT_SIZES, load_split
 from twostream_lib.data.stores import detect_layout, open_store

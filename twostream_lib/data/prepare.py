@@ -41,7 +41,7 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from twostream_lib.data.stores import FLOW_DIR, PACK_DIR, PACK_SUFFIX, RGB_DIR, write_pack
 from twostream_lib.errors import ConfigError, DataError

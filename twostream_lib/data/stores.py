@@ -53,7 +53,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from twostream_lib.errors import ConfigError, DataError
 

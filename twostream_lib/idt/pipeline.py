@@ -333,7 +333,7 @@ def extract_descriptors(source, videos: Sequence, cache_dir: str | Path, *, para
             continue
         tasks.append((name, kind, locator, store_spec, params.to_dict(), max_frames, str(out), key))
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     t0 = time.perf_counter()
     bar = tqdm(total=len(tasks), desc="idt extract", disable=not progress, unit="video")
@@ -395,7 +395,7 @@ def fit_encoder(cache_dir: str | Path, train_videos: Sequence, *, n_components: 
     rng = np.random.default_rng(seed)
     per_video = max(1, math.ceil(max_descriptors / len(names)))
     parts: dict[str, list[np.ndarray]] = {t: [] for t in types}
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     for name in tqdm(names, desc="idt sample", disable=not progress, unit="video"):
         d = load_descriptors(cache_dir, name)
@@ -422,7 +422,7 @@ def encode(encoder: FisherEncoder, cache_dir: str | Path, videos: Sequence, *, p
 
     A video without any trajectory encodes to the zero vector.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     names = _names(videos)
     out = np.zeros((len(names), encoder.dim), np.float32)

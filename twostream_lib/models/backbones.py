@@ -375,14 +375,15 @@ def _init_weights(net: Backbone, *, fc_std: float | None = 0.01) -> None:
     """torchvision's VGG initialisation: Kaiming (fan_out) for convs, N(0, ``fc_std``) for FC layers.
 
     N(0, 0.01) suits 4096-wide FC layers; for the narrow demo heads (fan-in 64-576) it makes the
-    logits and their gradients vanish (training from scratch stalls at chance), so the demo
-    backbones pass ``fc_std=None``: Kaiming (fan_in) for the FC layers too.
+    activations and their gradients vanish (training from scratch stalls at chance), so the demo
+    backbones pass ``fc_std=None``: Kaiming (fan_in) for fc6 and fc7, N(0, 0.01) for fc8 only, so
+    that the initial scores are near zero (loss log C) while the hidden layers keep their scale.
     """
     for s in net.layer_names:
         for name, m in net.stages[s].named_children():
             if isinstance(m, nn.Conv2d):
-                if name in FC_LAYERS and fc_std is not None:
-                    nn.init.normal_(m.weight, 0, fc_std)
+                if name in FC_LAYERS and (fc_std is not None or name == "fc8"):
+                    nn.init.normal_(m.weight, 0, fc_std or 0.01)
                 elif name in FC_LAYERS:
                     nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
                 else:
