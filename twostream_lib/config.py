@@ -40,7 +40,8 @@ class Profile:
     # ---- models ------------------------------------------------------------------------
     backbone: str = "vgg_m_2048"  # Tables 1, 2 (and T of Table 4)
     deep_backbone: str = "vgg16"  # Table 3 "very deep", S of Tables 4-6
-    weights: str | None = "imagenet"  # ImageNet initialisation of both towers
+    weights: str | None = "data/weights/imagenet-vgg-m-2048.mat"  # ImageNet init of the shallow towers (MatConvNet file)
+    deep_weights: str | None = "imagenet"  # ImageNet init of the deep towers (torchvision's VGG-16 weights)
     appearance_pretrain_epochs: int = 0  # demo's stand-in for ImageNet: dense colour pre-training of the spatial tower
     # ---- training ----------------------------------------------------------------------
     batch_size: int = 96  # Sec. 3.5
@@ -88,6 +89,7 @@ PROFILES: dict[str, Profile] = {
         backbone="demo_shallow",
         deep_backbone="demo_deep",
         weights=None,
+        deep_weights=None,
         appearance_pretrain_epochs=10,
         idt_components=32,
         idt_C=1.0,
@@ -109,6 +111,7 @@ PROFILES: dict[str, Profile] = {
         name="smoke",
         dataset="ucf101",
         weights=None,
+        deep_weights=None,
         batch_size=2,
         epochs_stream=1,
         epochs_fusion=1,

@@ -182,9 +182,12 @@ def train_stream(cfg: Profile, data: DataBundle, stream: str, *, backbone: str |
     seed = cfg.seeds[0] if seed is None else seed
     s = data.split(split)
     key = "rgb" if stream == "spatial" else "flow"
+    weights = cfg.weights if backbone == cfg.backbone else cfg.deep_weights
+    if weights and weights != "imagenet":
+        weights = str(cfg.path(weights))
+    # both towers start from ImageNet (the flow tower's conv1 averaged over RGB, copied to 2L channels)
     net = build_backbone(backbone, in_channels=3 if stream == "spatial" else 2 * cfg.L,
-                         num_classes=len(s.classes), dropout=cfg.dropout,
-                         weights=cfg.weights if stream == "spatial" else None)
+                         num_classes=len(s.classes), dropout=cfg.dropout, weights=weights)
     out = run_dir(cfg, f"split{split}", f"{backbone}-{stream}-seed{seed}")
     model = FrameAverage(net)
     final = out / "final.pt"
@@ -194,7 +197,7 @@ def train_stream(cfg: Profile, data: DataBundle, stream: str, *, backbone: str |
     torch.manual_seed(seed)
     clips = TwoStreamClips(data.store, _limit(s.train, cfg), _sampling(cfg, T=1, train=True, crop="multiscale"),
                            train=True, seed=seed)
-    if stream == "spatial" and cfg.appearance_pretrain_epochs and not cfg.weights:
+    if stream == "spatial" and cfg.appearance_pretrain_epochs and not weights:
         pretrain_appearance(net, clips, cfg, out / "appearance", seed=seed)
     train(model, clips, None, _train_config(cfg, out, lr=cfg.lr_stream, epochs=cfg.epochs_stream, seed=seed,
                                             input_keys=(key,)))
