@@ -142,10 +142,27 @@ class Streams:
     seed: int
 
 
+#: Profile fields that change what a trained model is; cached runs are keyed by their values.
+TRAINING_FIELDS = ("dataset", "synthetic_seed", "T", "L", "tau", "crop", "test_crop", "backbone", "deep_backbone",
+                   "weights", "deep_weights", "appearance_pretrain_epochs", "batch_size", "lr_stream", "lr_fusion",
+                   "dropout", "dropout_fusion", "fusion_relu", "conv3d_init", "epochs_stream", "epochs_fusion", "feature_epochs",
+                   "max_videos")
+
+
 def run_dir(cfg: Profile, *parts) -> Path:
-    """``results/runs/<profile>/<dataset>[-seed<k>]/<parts...>``: where trained models are cached."""
-    data_key = cfg.dataset + (f"-seed{cfg.synthetic_seed}" if cfg.dataset == "synthetic" else "")
-    return cfg.results_path / "runs" / cfg.name / data_key / Path(*[str(p) for p in parts])
+    """``results/runs/<profile>/<dataset>-<settings hash>/<parts...>``: where trained models are cached.
+
+    The hash covers :data:`TRAINING_FIELDS`, so changing e.g. ``epochs_stream`` trains anew instead of
+    silently reusing models trained with other settings; ``settings.json`` beside them says which."""
+    import hashlib
+
+    settings = {k: getattr(cfg, k) for k in TRAINING_FIELDS}
+    text = json.dumps(settings, sort_keys=True, default=list)
+    root = cfg.results_path / "runs" / cfg.name / f"{cfg.dataset}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
+    if not (root / "settings.json").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True, default=list) + "\n")
+    return root / Path(*[str(p) for p in parts])
 
 
 def _sampling(cfg: Profile, *, T: int, train: bool, crop: str | None = None):
@@ -156,7 +173,10 @@ def _sampling(cfg: Profile, *, T: int, train: bool, crop: str | None = None):
 
 
 def _limit(items, cfg: Profile):
-    return tuple(items[: cfg.max_videos]) if cfg.max_videos else tuple(items)
+    """At most ``cfg.max_videos`` items, evenly spaced over the list (so over the classes: smoke runs)."""
+    if not cfg.max_videos or len(items) <= cfg.max_videos:
+        return tuple(items)
+    return tuple(items[:: len(items) // cfg.max_videos][: cfg.max_videos])
 
 
 def _train_config(cfg: Profile, out_dir: Path, *, lr: float, epochs: int, seed: int, input_keys):
@@ -454,7 +474,12 @@ def build_fused(cfg: Profile, variant: Variant, spatial: Streams, temporal: Stre
 
     model = TwoStreamNet(copy.deepcopy(spatial.spatial), copy.deepcopy(temporal.temporal),
                          fusion=variant.fusion, layers=variant.layers, truncate=variant.truncate,
-                         conv_init=variant.conv_init, temporal_fusion=variant.temporal)
+                         conv_init=variant.conv_init, temporal_fusion=variant.temporal,
+                         conv3d_init=cfg.conv3d_init, fusion_relu=cfg.fusion_relu)
+    if cfg.dropout_fusion is not None:  # only layers above the fusion train: their dropout is the head's
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = cfg.dropout_fusion
     trainable_parameters(model, "fusion_and_above")
     return model
 
@@ -473,8 +498,10 @@ def run_fusion(cfg: Profile, data: DataBundle, variant: Variant, *, split: int |
     split = split or cfg.split
     seed = cfg.seeds[0] if seed is None else seed
     s_bb, t_bb = _backbone_name(cfg, variant.spatial), _backbone_name(cfg, variant.temporal_tower)
-    spatial = train_streams(cfg, data, backbone=s_bb, split=split)
-    temporal = spatial if t_bb == s_bb else train_streams(cfg, data, backbone=t_bb, split=split)
+    tower_seed = cfg.seeds[0]  # towers are shared by every head seed
+    towers = Streams(f"{s_bb}+{t_bb}", train_stream(cfg, data, "spatial", backbone=s_bb, split=split),
+                     train_stream(cfg, data, "temporal", backbone=t_bb, split=split), split, tower_seed)
+    spatial = temporal = towers  # only the two towers this variant uses are trained
     if variant.fusion == "softmax":
         return late_fusion(cfg, data, spatial, temporal, mode=mode), None
     T = cfg.T if variant.T == -1 else variant.T
