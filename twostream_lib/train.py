@@ -360,14 +360,6 @@ def _losses(output, labels: torch.Tensor) -> torch.Tensor:
     return sum(F.cross_entropy(h.float(), labels, reduction="sum") for h in heads)
 
 
-def _to_channels_last(model: nn.Module) -> None:
-    for p in model.parameters():
-        if p.dim() == 4:
-            p.data = p.data.contiguous(memory_format=torch.channels_last)
-        elif p.dim() == 5:
-            p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
-
-
 def _train_mode(net: nn.Module) -> None:
     """``net.train()``, except normalisation layers whose parameters are all frozen stay in eval mode.
 
@@ -425,9 +417,9 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
         for m in net.modules():
             if isinstance(m, nn.modules.dropout._DropoutNd):
                 m.p = cfg.dropout
-    net.to(device)
-    if cfg.channels_last:
-        _to_channels_last(net)
+    from .models.twostream import to_device  # NHWC weights (and backbone inputs) when asked
+
+    to_device(net, device, channels_last=cfg.channels_last)
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     schedule = LRSchedule(cfg)
     history: list[dict] = []
