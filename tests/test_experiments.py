@@ -56,3 +56,30 @@ def test_every_claim_names_rows_that_its_table_runs():
 def test_unknown_table_is_named():
     with pytest.raises(ex.ConfigError, match="unknown table 'table9'"):
         ex.run_table(ex.load_profile("demo"), None, "table9")
+
+
+def test_run_dir_changes_with_training_settings_and_backbone_architecture(tmp_path, monkeypatch):
+    import dataclasses
+
+    from twostream_lib.models import backbones
+
+    cfg = ex.setup("demo", results_dir=str(tmp_path))
+    base = ex.run_dir(cfg)
+    assert base == ex.run_dir(cfg) and (base / "settings.json").is_file()
+    assert ex.run_dir(dataclasses.replace(cfg, epochs_stream=cfg.epochs_stream + 1)) != base
+    assert ex.run_dir(dataclasses.replace(cfg, workers=3)) == base  # does not change what is trained
+    spec = backbones._REGISTRY["demo_shallow"]()
+    wider = backbones._narrow_spec(spec, {64: 96})
+    monkeypatch.setitem(backbones._REGISTRY, "demo_shallow", lambda: wider)
+    assert ex.run_dir(cfg) != base  # a changed demo layer does not reuse towers cached before
+
+
+def test_rows_with_the_same_architecture_share_one_trained_head():
+    table4 = {v.key: v for v in ex.VARIANTS["table4"]}
+    assert ex._architecture_name(table4["conv3d+pool3d"], 5) == ex._architecture_name(ex.OURS, 5)
+    names = {ex._architecture_name(v, 1) for v in ex.VARIANTS["table1"] + ex.VARIANTS["table2"]
+             if v.fusion != "softmax"}
+    # one head per distinct row (conv@relu5 is a row of both tables, trained once)
+    assert len(names) == len({v.key for v in ex.VARIANTS["table1"] + ex.VARIANTS["table2"]
+                              if v.fusion != "softmax"}) == 13
+    assert ex._architecture_name(table4["conv2d+pool2d"], 5) != ex._architecture_name(table4["conv2d+pool3d"], 5)

@@ -11,6 +11,7 @@ import pytest
 
 from twostream_lib.data import stores
 from twostream_lib.data.stores import (
+    DecodedCache,
     FrameCounts,
     FrameStore,
     PackedStore,
@@ -246,3 +247,43 @@ def test_reading_in_dataloader_workers(tmp_path):
     for i, (flow, rgb, _) in enumerate(got):
         np.testing.assert_array_equal(np.asarray(flow), store.read_flow("v_A_g01_c01", [i]))
         np.testing.assert_array_equal(np.asarray(rgb), store.read_rgb("v_A_g01_c01", [i]))
+
+
+def test_decoded_cache_is_bit_identical_decodes_once_and_bounds_memory(tmp_path, monkeypatch):
+    store = open_store(make_authors_store(tmp_path, videos=("v_A_g01_c01", "v_B_g01_c01"), n_rgb=5))
+    cache = DecodedCache(store)
+    assert cache.videos() == store.videos() and cache.num_frames("v_A_g01_c01") == 5
+    assert cache.counts("v_A_g01_c01") == FrameCounts(rgb=5, flow=4) and cache.root == store.root  # delegated
+    decoded = []
+    real = stores.decode_jpeg
+    monkeypatch.setattr(stores, "decode_jpeg", lambda *a, **k: decoded.append(a[1]) or real(*a, **k))
+    for _ in range(3):
+        np.testing.assert_array_equal(cache.read_rgb("v_A_g01_c01", [4, 0, 4]), store.read_rgb("v_A_g01_c01", [4, 0, 4]))
+        np.testing.assert_array_equal(cache.read_flow("v_A_g01_c01", [3, 1]), store.read_flow("v_A_g01_c01", [3, 1]))
+    # the store itself decoded 3 x (3 RGB + 2 x 2 flow) frames; the cache decoded each frame of the video once
+    assert len(decoded) == 3 * (3 + 4) + 5 + 2 * 4
+    one_video = cache.nbytes
+    assert one_video == 5 * 12 * 16 * 3 + 4 * 12 * 16 * 2
+    with pytest.raises(DataError, match=r"flow frame index 4 is out of range for video 'v_A_g01_c01'.*0\.\.3"):
+        cache.read_flow("v_A_g01_c01", [4])
+    with pytest.raises(ConfigError, match="frame indices must be integers"):
+        cache.read_rgb("v_A_g01_c01", [0.5])
+    with pytest.raises(DataError, match="is not in the authors frame store"):
+        cache.read_rgb("v_C_g01_c01", [0])
+    # a budget of one video's frames: reading the second video drops the least recently used arrays
+    small = DecodedCache(store, max_bytes=one_video)
+    small.read_rgb("v_A_g01_c01", [0]), small.read_flow("v_A_g01_c01", [0])
+    small.read_rgb("v_B_g01_c01", [0])
+    assert small.nbytes <= one_video and ("rgb", "v_A_g01_c01") not in small._frames
+    with pytest.raises(ConfigError, match="max_bytes must be positive"):
+        DecodedCache(store, max_bytes=0)
+
+
+def test_profile_cache_frames_wraps_the_store(tmp_path):
+    from twostream_lib.config import load_profile
+    from twostream_lib.experiments import _open_store
+
+    root = make_authors_store(tmp_path)
+    assert load_profile("demo").cache_frames and not load_profile("paper").cache_frames
+    assert isinstance(_open_store(load_profile("demo"), root), DecodedCache)
+    assert not isinstance(_open_store(load_profile("paper"), root), DecodedCache)

@@ -79,14 +79,12 @@ def prepare_data(cfg: Profile) -> DataBundle:
     once). paper: ``data/<dataset>/frames`` (authors' or mmaction2 layout) and ``data/<dataset>/splits``
     must exist (``python -m twostream_lib fetch`` or ``prepare``); the error says which is missing.
     """
-    from twostream_lib.data.stores import open_store
-
     if cfg.dataset == "synthetic":
         from twostream_lib.data.synthetic import make_synthetic_dataset
 
         ds = make_synthetic_dataset(cfg.data_dir / "synthetic" / f"seed{cfg.synthetic_seed}",
                                     seed=cfg.synthetic_seed, progress=False)
-        return DataBundle("synthetic", Path(ds.frames_root), Path(ds.split_dir), open_store(ds.frames_root),
+        return DataBundle("synthetic", Path(ds.frames_root), Path(ds.split_dir), _open_store(cfg, ds.frames_root),
                           card_path=Path(ds.card_path), info={"classes": list(ds.classes)})
     if cfg.dataset not in ("ucf101", "hmdb51"):
         raise ConfigError(f"unknown dataset {cfg.dataset!r}; expected 'synthetic', 'ucf101' or 'hmdb51'")
@@ -96,7 +94,14 @@ def prepare_data(cfg: Profile) -> DataBundle:
                       (splits, "python -m twostream_lib fetch " + cfg.dataset)):
         if not path.exists():
             raise DataError(f"{path} does not exist; expected the {cfg.dataset} {path.name} there ({how})")
-    return DataBundle(cfg.dataset, frames, splits, open_store(frames))
+    return DataBundle(cfg.dataset, frames, splits, _open_store(cfg, frames))
+
+
+def _open_store(cfg: Profile, root):
+    from twostream_lib.data.stores import DecodedCache, open_store
+
+    store = open_store(root)
+    return DecodedCache(store) if cfg.cache_frames else store
 
 
 def split_summary(data: DataBundle, splits=(1, 2, 3)) -> pd.DataFrame:
@@ -145,18 +150,22 @@ class Streams:
 #: Profile fields that change what a trained model is; cached runs are keyed by their values.
 TRAINING_FIELDS = ("dataset", "synthetic_seed", "T", "L", "tau", "crop", "test_crop", "backbone", "deep_backbone",
                    "weights", "deep_weights", "appearance_pretrain_epochs", "batch_size", "lr_stream", "lr_fusion",
-                   "dropout", "dropout_fusion", "fusion_relu", "conv3d_init", "epochs_stream", "epochs_fusion", "feature_epochs",
-                   "max_videos")
+                   "dropout", "dropout_fusion", "fusion_relu", "conv3d_init", "epochs_stream", "epochs_temporal",
+                   "epochs_fusion", "feature_epochs", "max_videos")
 
 
 def run_dir(cfg: Profile, *parts) -> Path:
     """``results/runs/<profile>/<dataset>-<settings hash>/<parts...>``: where trained models are cached.
 
-    The hash covers :data:`TRAINING_FIELDS`, so changing e.g. ``epochs_stream`` trains anew instead of
-    silently reusing models trained with other settings; ``settings.json`` beside them says which."""
+    The hash covers :data:`TRAINING_FIELDS` and the backbones' architecture tables, so changing e.g.
+    ``epochs_stream`` or a demo layer trains anew instead of silently reusing models trained with other
+    settings; ``settings.json`` beside them says which."""
     import hashlib
 
+    from twostream_lib.models.backbones import architecture_digest
+
     settings = {k: getattr(cfg, k) for k in TRAINING_FIELDS}
+    settings["architectures"] = {bb: architecture_digest(bb) for bb in (cfg.backbone, cfg.deep_backbone)}
     text = json.dumps(settings, sort_keys=True, default=list)
     root = cfg.results_path / "runs" / cfg.name / f"{cfg.dataset}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
     if not (root / "settings.json").exists():
@@ -205,7 +214,9 @@ def train_stream(cfg: Profile, data: DataBundle, stream: str, *, backbone: str |
     weights = cfg.weights if backbone == cfg.backbone else cfg.deep_weights
     if weights and weights != "imagenet":
         weights = str(cfg.path(weights))
-    # both towers start from ImageNet (the flow tower's conv1 averaged over RGB, copied to 2L channels)
+    # both towers start from ImageNet (the flow tower's conv1 averaged over RGB, copied to 2L channels);
+    # seeded here so that a tower's initialisation does not depend on what the process ran before
+    torch.manual_seed(seed)
     net = build_backbone(backbone, in_channels=3 if stream == "spatial" else 2 * cfg.L,
                          num_classes=len(s.classes), dropout=cfg.dropout, weights=weights)
     out = run_dir(cfg, f"split{split}", f"{backbone}-{stream}-seed{seed}")
@@ -218,8 +229,9 @@ def train_stream(cfg: Profile, data: DataBundle, stream: str, *, backbone: str |
     clips = TwoStreamClips(data.store, _limit(s.train, cfg), _sampling(cfg, T=1, train=True, crop="multiscale"),
                            train=True, seed=seed)
     if stream == "spatial" and cfg.appearance_pretrain_epochs and not weights:
-        pretrain_appearance(net, clips, cfg, out / "appearance", seed=seed)
-    train(model, clips, None, _train_config(cfg, out, lr=cfg.lr_stream, epochs=cfg.epochs_stream, seed=seed,
+        pretrain_appearance(net, clips, cfg, seed=seed)
+    epochs = cfg.epochs_temporal if stream == "temporal" and cfg.epochs_temporal else cfg.epochs_stream
+    train(model, clips, None, _train_config(cfg, out, lr=cfg.lr_stream, epochs=epochs, seed=seed,
                                             input_keys=(key,)))
     _atomic_save(model.state_dict(), final)
     return net.eval()
@@ -247,7 +259,7 @@ class DenseColour(nn.Module):
         return nn.functional.mse_loss(self.predict(feat), target)
 
 
-def pretrain_appearance(net: nn.Module, clips, cfg: Profile, out: Path, *, seed: int) -> None:
+def pretrain_appearance(net: nn.Module, clips, cfg: Profile, *, seed: int) -> None:
     """Train ``net`` up to ReLU5 on dense colour regression (:class:`DenseColour`) for the profile's epochs."""
     from torch.utils.data import DataLoader
 
@@ -484,13 +496,23 @@ def build_fused(cfg: Profile, variant: Variant, spatial: Streams, temporal: Stre
     return model
 
 
+def _architecture_name(variant: Variant, T: int) -> str:
+    """The fusion head's folder name: what defines the trained model, not the table row, so rows of
+    different tables with the same architecture (Table 4's 3D conv + 3D pooling, Tables 5-6's "ours")
+    share one trained head."""
+    keep = "truncated" if variant.truncate else "both-towers"
+    return f"{variant.fusion}@{'+'.join(variant.layers)}-{variant.temporal}-{variant.conv_init}-{keep}-T{T}"
+
+
 def run_fusion(cfg: Profile, data: DataBundle, variant: Variant, *, split: int | None = None,
                seed: int | None = None, mode: str | None = None):
     """Train one fusion variant's head on cached tower features and score the test videos.
 
-    Returns (VideoScores, model). Late fusion ("softmax") trains nothing.
+    Returns (VideoScores, model). Late fusion ("softmax") trains nothing. The test scores are saved
+    beside the trained head, so a second call (another notebook, a re-run) neither caches features
+    nor trains again.
     """
-    from twostream_lib.evaluate import predict
+    from twostream_lib.evaluate import load_scores, predict, save_scores
     from twostream_lib.features import FeatureHead, cache_fusion_inputs
     from twostream_lib.data.sampling import TwoStreamClips
     from twostream_lib.train import train
@@ -507,6 +529,10 @@ def run_fusion(cfg: Profile, data: DataBundle, variant: Variant, *, split: int |
     T = cfg.T if variant.T == -1 else variant.T
     model = build_fused(cfg, variant, spatial, temporal)
     s = data.split(split)
+    out = run_dir(cfg, f"split{split}", "fusion", f"{_architecture_name(variant, T)}-{s_bb}-{t_bb}-seed{seed}")
+    scores_path = out / f"scores-{mode or cfg.test_mode}.npz"
+    if scores_path.exists():  # trained and tested before (e.g. Table 5's heads, reused by Table 6)
+        return load_scores(scores_path), model
     feature_key = (s_bb, t_bb, split, model.first_layer, T)
     batch = cfg.batch_size
 
@@ -523,10 +549,10 @@ def run_fusion(cfg: Profile, data: DataBundle, variant: Variant, *, split: int |
     test_set = _memo(("test-features", *feature_key, mode or cfg.test_mode), test_feats)
     torch.manual_seed(seed)
     head = FeatureHead(model)
-    out = run_dir(cfg, f"split{split}", "fusion", f"{variant.key.replace('/', '_')}-{s_bb}-{t_bb}-seed{seed}")
     train(head, train_set, None, _train_config(cfg, out, lr=cfg.lr_fusion, epochs=cfg.epochs_fusion, seed=seed,
                                                input_keys=("fa", "fb")))
     scores = predict(head, test_set, batch_size=batch, device=cfg.device, input_keys=("fa", "fb"))
+    save_scores(scores, scores_path)
     return scores, model
 
 

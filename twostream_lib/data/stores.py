@@ -537,3 +537,69 @@ def pack_store(
 
 
 _STORE_CLASSES = {"authors": AuthorsStore, "mmaction": MMActionStore, "packed": PackedStore}
+
+
+# ---- decoded frames in memory ------------------------------------------------------------
+
+
+class DecodedCache:
+    """A FrameStore that decodes each video once and keeps its frames in memory (least recently used
+    videos are dropped beyond ``max_bytes``).
+
+    Training draws a new clip of every video each epoch, so a small data set is decoded dozens of
+    times: the demo's 630 synthetic videos (29 RGB + 2 x 28 flow frames at 56 px, ~0.45 MB decoded
+    each, ~280 MB in all) fit in memory, and tower training no longer waits on libjpeg. Arrays equal
+    the wrapped store's bit for bit (they are its decoded frames); each DataLoader worker process
+    holds its own cache. Not for UCF101 at 256 px (~300 GB decoded).
+    """
+
+    def __init__(self, store: FrameStore, max_bytes: int = 2 << 30):
+        if max_bytes <= 0:
+            raise ConfigError(f"DecodedCache: max_bytes must be positive, got {max_bytes}")
+        self.store = store
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
+        self._frames: dict[tuple[str, str], np.ndarray] = {}  # insertion order = recency
+
+    def __repr__(self) -> str:
+        return f"DecodedCache({self.store!r}, {len(self._frames)} arrays, {self.nbytes / 2**20:.0f} MiB)"
+
+    def __getattr__(self, name):  # root, layout, counts, ... of the wrapped store
+        if name == "store":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.store, name)
+
+    def videos(self) -> list[str]:
+        return self.store.videos()
+
+    def num_frames(self, video: str) -> int:
+        return self.store.num_frames(video)
+
+    def read_rgb(self, video: str, indices: Sequence[int]) -> np.ndarray:
+        return self._read("rgb", video, indices)
+
+    def read_flow(self, video: str, indices: Sequence[int]) -> np.ndarray:
+        return self._read("flow", video, indices)
+
+    def _read(self, kind: str, video: str, indices: Sequence[int]) -> np.ndarray:
+        key = (kind, video)
+        frames = self._frames.pop(key, None)
+        if frames is None:
+            counts = self.store.counts(video)
+            n = counts.rgb if kind == "rgb" else counts.flow
+            read = self.store.read_rgb if kind == "rgb" else self.store.read_flow
+            frames = read(video, range(n))
+            self.nbytes += frames.nbytes
+            while self._frames and self.nbytes > self.max_bytes:
+                self.nbytes -= self._frames.pop(next(iter(self._frames))).nbytes
+        self._frames[key] = frames
+        try:
+            idx = [operator.index(i) for i in indices]
+        except TypeError:
+            raise ConfigError(f"frame indices must be integers, got {list(indices)!r}") from None
+        bad = [i for i in idx if not 0 <= i < len(frames)]
+        if bad:
+            name = "RGB" if kind == "rgb" else "flow"
+            raise DataError(f"{name} frame index {bad[0]} is out of range for video {video!r} in {self.store}: "
+                            f"it has {len(frames)} {name} frames (valid indices 0..{len(frames) - 1})")
+        return frames[idx]
