@@ -157,6 +157,19 @@ def _stack(frames: list[np.ndarray], video: str, kind: str, channels: int) -> np
     return np.stack(frames)
 
 
+def check_frame_indices(indices: Sequence[int], n: int, kind: str, video: str, where: object) -> list[int]:
+    """``indices`` as ints, each in ``0..n-1``; ConfigError / DataError naming the video and ``where``."""
+    try:
+        idx = [operator.index(i) for i in indices]
+    except TypeError:
+        raise ConfigError(f"frame indices must be integers, got {list(indices)!r}") from None
+    bad = [i for i in idx if not 0 <= i < n]
+    if bad:
+        raise DataError(f"{kind} frame index {bad[0]} is out of range for video {video!r} in {where}: "
+                        f"it has {n} {kind} frames (valid indices 0..{n - 1})")
+    return idx
+
+
 # ---- common store logic ------------------------------------------------------------------
 
 
@@ -235,17 +248,7 @@ class _StoreBase:
         )
 
     def _check_indices(self, name: str, indices: Sequence[int], n: int, kind: str) -> list[int]:
-        try:
-            idx = [operator.index(i) for i in indices]
-        except TypeError:
-            raise ConfigError(f"frame indices must be integers, got {list(indices)!r}") from None
-        bad = [i for i in idx if not 0 <= i < n]
-        if bad:
-            raise DataError(
-                f"{kind} frame index {bad[0]} is out of range for video {name!r} in "
-                f"{self._where(name)}: it has {n} {kind} frames (valid indices 0..{n - 1})"
-            )
-        return idx
+        return check_frame_indices(indices, n, kind, name, self._where(name))
 
     # -- per layout ----------------------------------------------------------------------------
     def _scan(self) -> dict[str, object]:
@@ -564,16 +567,10 @@ class DecodedCache:
     def __repr__(self) -> str:
         return f"DecodedCache({self.store!r}, {len(self._frames)} arrays, {self.nbytes / 2**20:.0f} MiB)"
 
-    def __getattr__(self, name):  # root, layout, counts, ... of the wrapped store
+    def __getattr__(self, name):  # videos, num_frames, counts, root, ... of the wrapped store
         if name == "store":  # not set yet (unpickling): no recursion
             raise AttributeError(name)
         return getattr(self.store, name)
-
-    def videos(self) -> list[str]:
-        return self.store.videos()
-
-    def num_frames(self, video: str) -> int:
-        return self.store.num_frames(video)
 
     def read_rgb(self, video: str, indices: Sequence[int]) -> np.ndarray:
         return self._read("rgb", video, indices)
@@ -593,13 +590,5 @@ class DecodedCache:
             while self._frames and self.nbytes > self.max_bytes:
                 self.nbytes -= self._frames.pop(next(iter(self._frames))).nbytes
         self._frames[key] = frames
-        try:
-            idx = [operator.index(i) for i in indices]
-        except TypeError:
-            raise ConfigError(f"frame indices must be integers, got {list(indices)!r}") from None
-        bad = [i for i in idx if not 0 <= i < len(frames)]
-        if bad:
-            name = "RGB" if kind == "rgb" else "flow"
-            raise DataError(f"{name} frame index {bad[0]} is out of range for video {video!r} in {self.store}: "
-                            f"it has {len(frames)} {name} frames (valid indices 0..{len(frames) - 1})")
-        return frames[idx]
+        return frames[check_frame_indices(indices, len(frames), "RGB" if kind == "rgb" else "flow", video,
+                                          self.store)]
