@@ -208,6 +208,17 @@ def _train_then_sigkill(out: str, cfg: dict) -> None:
 
 
 def test_killed_process_resumes_to_identical_weights(tmp_path):
+    # a child forked while the parent's OpenMP pool has several threads can hang in its first parallel
+    # region (an earlier test may have set 2 threads, as the demo profile does): fork from one thread
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _killed_process_resumes(tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _killed_process_resumes(tmp_path):
     cfg = dict(epochs=4)
     full = train(TinyTwoStream(dropout=0.3), SignalClips(20), None, small_cfg(tmp_path / "full", **cfg))
     # a forked child inherits the imported torch (a fresh interpreter would spend seconds importing)
