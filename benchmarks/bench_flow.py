@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import sys
@@ -30,6 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from twostream_lib.files import atomic_write_json  # noqa: E402
 from twostream_lib.data.prepare import (  # noqa: E402  (after the path set-up above)
     create_tvl1,
     extract_video,
@@ -208,9 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     record["load_average_before_after"] = [round(x, 2) for x in (*load_before[:1], os.getloadavg()[0])]
     record["seconds"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    atomic_write_json(args.out, record, sort_keys=False)
     print(markdown(record))
     print(f"wrote {args.out} in {record['seconds']} s")
     return 0

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import sys
@@ -36,6 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from twostream_lib.files import atomic_write_json
 from twostream_lib.data.synthetic import render_video
 from twostream_lib.idt.descriptors import DESCRIPTOR_TYPES
 from twostream_lib.idt.fisher import fit_fisher_encoder
@@ -134,9 +134,7 @@ def main(argv=None) -> int:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, out)
+    atomic_write_json(out, record, sort_keys=False)
 
     print("\n| clip | extract IDT (videos/s) | extract DT (videos/s) | IDT frames/s | trajectories | "
           "encode K=256 (videos/s) | encode K=32 (videos/s) |")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import resource
@@ -38,6 +37,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from twostream_lib.files import atomic_write_json  # noqa: E402
 from twostream_lib.data.prepare import prepare_videos  # noqa: E402  (after the path set-up above)
 from twostream_lib.data.sampling import ClipSampling, TwoStreamClips, clip_indices  # noqa: E402
 from twostream_lib.data.splits import VideoItem  # noqa: E402
@@ -208,9 +208,7 @@ def main(argv=None) -> int:
         "packed_speedup": speedup,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_name(args.out.name + ".tmp")
-    tmp_out.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp_out, args.out)
+    atomic_write_json(args.out, record, sort_keys=False)
 
     print()
     print("| layout | workers | samples/s | ms/sample (wall) | CPU ms/sample, all processes (of which system) |")

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
 import os
 import platform
 import resource
@@ -51,6 +50,7 @@ from torch.utils.data import Dataset
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from twostream_lib.files import atomic_write_json  # noqa: E402
 from twostream_lib.evaluate import model_inputs, output_scores  # noqa: E402
 from twostream_lib.features import FEATURE_KEYS, FeatureHead, cache_fusion_inputs  # noqa: E402
 from twostream_lib.models.backbones import build_backbone  # noqa: E402
@@ -276,9 +276,7 @@ def main(argv=None) -> int:
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(record_out, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    atomic_write_json(args.out, record_out, sort_keys=False)
 
     print("\n| case | engine samples/s | model samples/s | engine/model | loading samples/s | s/epoch | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|")

@@ -30,14 +30,6 @@ from twostream_lib.data.download import (
 )
 from twostream_lib.errors import DataError
 
-SHARED = Path(__file__).parents[1].parent / "shared" / "data"
-UCF_SPLITS = SHARED / "ucfTrainTestlist"
-HMDB_SPLITS = SHARED / "hmdb51_splits" / "testTrainMulti_7030_splits"
-needs_shared = pytest.mark.skipif(
-    not UCF_SPLITS.is_dir() or not HMDB_SPLITS.is_dir(),
-    reason=f"real split files not found at {SHARED} (the shared data folder beside the repository)",
-)
-
 
 def make_zip(path: Path, members: dict[str, bytes], symlinks: dict[str, str] | None = None) -> Path:
     with zipfile.ZipFile(path, "w") as zf:
@@ -329,11 +321,10 @@ def test_fetch_step_downloads_joins_unpacks_and_moves(tmp_path, http_server):
     assert (root / "videos" / "A" / "v_A_g01_c01.avi").read_bytes() == b"avi"
 
 
-@needs_shared
-def test_fetch_command_end_to_end_offline(tmp_path, http_server, monkeypatch, capsys):
+def test_fetch_command_end_to_end_offline(real_data, tmp_path, http_server, monkeypatch, capsys):
     splits_zip = tmp_path / "splits.zip"
     with zipfile.ZipFile(splits_zip, "w") as zf:
-        for f in UCF_SPLITS.iterdir():
+        for f in real_data.ucf_splits.iterdir():
             zf.write(f, f"ucfTrainTestlist/{f.name}")
     http_server.files["/splits.zip"] = splits_zip.read_bytes()
     http_server.files["/UCF101.tgz"] = make_tar(
@@ -354,13 +345,11 @@ def test_fetch_command_end_to_end_offline(tmp_path, http_server, monkeypatch, ca
 
 
 @pytest.fixture(scope="module")
-def fake_ucf101(tmp_path_factory):
+def fake_ucf101(real_data, tmp_path_factory):
     """Empty files for all 13320 videos of the real UCF101 split lists, in <Class>/<video>.avi."""
-    if not UCF_SPLITS.is_dir():
-        pytest.skip(f"real split files not found at {UCF_SPLITS}")
     root = tmp_path_factory.mktemp("ucf101") / "videos"
     rels = {line.split()[0] for name in ("trainlist01.txt", "testlist01.txt")
-            for line in (UCF_SPLITS / name).read_text().splitlines() if line.strip()}
+            for line in (real_data.ucf_splits / name).read_text().splitlines() if line.strip()}
     for folder in {r.split("/")[0] for r in rels}:
         (root / folder).mkdir(parents=True)
     for rel in rels:
@@ -368,16 +357,14 @@ def fake_ucf101(tmp_path_factory):
     return root
 
 
-@needs_shared
-def test_verify_complete_tree(fake_ucf101):
-    report = verify_dataset("ucf101", fake_ucf101, UCF_SPLITS)
+def test_verify_complete_tree(real_data, fake_ucf101):
+    report = verify_dataset("ucf101", fake_ucf101, real_data.ucf_splits)
     assert report.ok and report.exit_code == 0 and report.on_disk == 13320
     assert [(s.train_found, s.test_found) for s in report.splits] == [(9537, 3783), (9586, 3734), (9624, 3696)]
     assert "OK: everything listed is present" in report.summary()
 
 
-@needs_shared
-def test_verify_reports_missing_videos(fake_ucf101, capsys):
+def test_verify_reports_missing_videos(real_data, fake_ucf101, capsys):
     gone = ["ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi", "YoYo/v_YoYo_g07_c04.avi",
             "Basketball/v_Basketball_g01_c01.avi"]
     renamed = fake_ucf101 / "HandstandPushups" / "v_HandstandPushups_g01_c01.avi"
@@ -385,7 +372,7 @@ def test_verify_reports_missing_videos(fake_ucf101, capsys):
         for rel in gone:
             (fake_ucf101 / rel).rename(fake_ucf101 / (rel + ".gone"))
         renamed.rename(renamed.with_name("v_HandStandPushups_g01_c01.avi"))  # the official archive's spelling
-        report = verify_dataset("ucf101", fake_ucf101, UCF_SPLITS, splits=(1,))
+        report = verify_dataset("ucf101", fake_ucf101, real_data.ucf_splits, splits=(1,))
         [s1] = report.splits
         assert (s1.train_found, s1.test_found) == (9537 - 1, 3783 - 2)  # g08 is train in split 1
         assert sorted(s1.missing) == sorted(gone) and not report.ok and report.exit_code == 1
@@ -394,7 +381,7 @@ def test_verify_reports_missing_videos(fake_ucf101, capsys):
         assert "MISSING 3 listed video(s)" in text and "YoYo/v_YoYo_g07_c04.avi" in text
         assert "found only with different letter case" in text and "PROBLEMS FOUND" in text
         split_dir = fake_ucf101.parent / "splits"
-        shutil.copytree(UCF_SPLITS, split_dir, dirs_exist_ok=True)
+        shutil.copytree(real_data.ucf_splits, split_dir, dirs_exist_ok=True)
         assert cli_main(["verify", "ucf101", str(fake_ucf101), "--split", "1"]) == 1  # default ROOT/../splits
         assert "MISSING 3" in capsys.readouterr().out
     finally:
@@ -403,10 +390,9 @@ def test_verify_reports_missing_videos(fake_ucf101, capsys):
         renamed.with_name("v_HandStandPushups_g01_c01.avi").rename(renamed)
 
 
-@needs_shared
-def test_verify_flags_split_files_that_differ_from_the_official_ones(tmp_path):
+def test_verify_flags_split_files_that_differ_from_the_official_ones(real_data, tmp_path):
     for name in ("wave_test_split1.txt", "brush_hair_test_split1.txt"):
-        shutil.copy(HMDB_SPLITS / name, tmp_path / name)
+        shutil.copy(real_data.hmdb_split_files / name, tmp_path / name)
     (tmp_path / "videos").mkdir()
     report = verify_dataset("hmdb51", tmp_path / "videos", tmp_path, splits=[1])
     assert not report.ok and report.splits[0].classes == 2

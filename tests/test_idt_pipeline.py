@@ -26,9 +26,6 @@ from twostream_lib.idt.pipeline import (
 )
 from twostream_lib.idt.trajectories import DTParams
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-UCF_CLIP = SHARED / "videos" / "ucf101" / "v_Basketball_g01_c01.avi"
-RAWFRAMES = SHARED / "rawframes"
 DT = DTParams(improved=False)
 MOTIONS = {"Right": (2, 0), "Down": (0, 2)}
 
@@ -135,17 +132,17 @@ def test_corrupt_or_missing_video_raises_data_error_naming_the_file(tmp_path, to
         extract_descriptors(tmp_path, [good], tmp_path / "cache", errors="ignore")
 
 
-def test_real_ucf_clip_decodes():
-    frames = list(read_video_frames(UCF_CLIP, max_frames=3))
+def test_real_ucf_clip_decodes(real_data):
+    frames = list(read_video_frames(real_data.ucf_clip, max_frames=3))
     assert len(frames) == 3 and frames[0].shape == (240, 320) and frames[0].dtype == np.uint8
 
 
-def test_frame_store_sources(tmp_path):
+def test_frame_store_sources(real_data, tmp_path):
     from twostream_lib.data.stores import open_store
 
     # a real mmaction2 rawframes folder (10 RGB frames 320x240), short trajectories to fit in it
     short = DTParams(track_length=6, nt_cell=3)
-    store = open_store(RAWFRAMES)
+    store = open_store(real_data.rawframes)
     tr = extract_video(store, "mmaction2_test_imgs", params=short)
     assert tr.num_frames == 10 and tr.frame_size == (240, 320)
     assert tr.descriptors["hof"].shape[1] == 2 * 2 * 3 * 9

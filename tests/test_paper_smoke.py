@@ -1,7 +1,6 @@
 """The `paper` pipeline starts on CPU: real UCF101 clip -> frames + TV-L1 -> VGG-M-2048 streams ->
 conv fusion at ReLU5, one iteration each, through the same experiments calls the notebooks make."""
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,17 +9,13 @@ from twostream_lib import experiments as ex
 from twostream_lib.data.prepare import prepare_videos
 from twostream_lib.errors import DataError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CLIP = SHARED / "videos" / "ucf101" / "v_Basketball_g01_c01.avi"
-pytestmark = pytest.mark.skipif(not CLIP.exists(), reason=f"real clip not found at {CLIP}")
-
 
 @pytest.fixture(scope="module")
-def ucf_root(tmp_path_factory):
+def ucf_root(real_data, tmp_path_factory):
     """data/ucf101 with the real clip prepared (short side 256, fast TV-L1) as the test video, and the
     same frames under a second group's name as the training video (label 8, Basketball)."""
     root = tmp_path_factory.mktemp("data") / "ucf101"
-    report = prepare_videos([CLIP], root / "frames", short_side=256, tvl1={"preset": "fast"}, workers=1,
+    report = prepare_videos([real_data.ucf_clip], root / "frames", short_side=256, tvl1={"preset": "fast"}, workers=1,
                             progress=False)
     assert not report.failed
     frames = root / "frames"
@@ -28,7 +23,7 @@ def ucf_root(tmp_path_factory):
         shutil.copytree(frames / part / "v_Basketball_g01_c01", frames / part / "v_Basketball_g02_c01")
     splits = root / "splits"
     splits.mkdir(parents=True)
-    shutil.copy(SHARED / "ucfTrainTestlist" / "classInd.txt", splits / "classInd.txt")
+    shutil.copy(real_data.ucf_splits / "classInd.txt", splits / "classInd.txt")
     for k in (1, 2, 3):
         (splits / f"trainlist0{k}.txt").write_text("Basketball/v_Basketball_g02_c01.avi 8\n")
         (splits / f"testlist0{k}.txt").write_text("Basketball/v_Basketball_g01_c01.avi\n")

@@ -28,13 +28,6 @@ from twostream_lib.data.prepare import (
 from twostream_lib.data.stores import FrameCounts, open_store
 from twostream_lib.errors import ConfigError, DataError
 
-SHARED = Path(__file__).parents[1].parent / "shared" / "data"
-UCF_CLIP = SHARED / "videos" / "ucf101" / "v_Basketball_g01_c01.avi"
-HMDB_CLIP = SHARED / "videos" / "hmdb51" / "April_09_brush_hair_u_nm_np1_ba_goo_0.avi"
-needs_clips = pytest.mark.skipif(
-    not (UCF_CLIP.is_file() and HMDB_CLIP.is_file()), reason=f"real clips not found under {SHARED / 'videos'}"
-)
-
 
 def write_square_video(path: Path, *, n: int = 6, dx: int = 2, w: int = 32, h: int = 24) -> Path:
     """MJPG .avi: an 8x8 textured square on grey, moving ``dx`` px to the right per frame."""
@@ -267,17 +260,15 @@ def test_find_videos_and_cli(tmp_path, videos, capsys):
 # ---- the real clips -------------------------------------------------------------------------
 
 
-@needs_clips
-def test_real_clips_are_counted_by_decoding():
-    assert sum(1 for _ in iter_video_frames(UCF_CLIP)) == 141
-    assert header_frame_count(HMDB_CLIP) == 409  # the container header is wrong ...
-    assert sum(1 for _ in iter_video_frames(HMDB_CLIP)) == 408  # ... decoding yields 408
+def test_real_clips_are_counted_by_decoding(real_data):
+    assert sum(1 for _ in iter_video_frames(real_data.ucf_clip)) == 141
+    assert header_frame_count(real_data.hmdb_clip) == 409  # the container header is wrong ...
+    assert sum(1 for _ in iter_video_frames(real_data.hmdb_clip)) == 408  # ... decoding yields 408
 
 
-@needs_clips
-def test_real_clip_prepared_at_small_size(tmp_path, monkeypatch):
+def test_real_clip_prepared_at_small_size(real_data, tmp_path, monkeypatch):
     # decode the whole clip, but compute flow for a few frame pairs only (keeps the test fast)
-    frames = [resize_short_side(f, 32) for f in iter_video_frames(UCF_CLIP)]
+    frames = [resize_short_side(f, 32) for f in iter_video_frames(real_data.ucf_clip)]
     assert len(frames) == 141 and frames[0].shape == (32, 43, 3)
     algo = create_tvl1({"preset": "fast"})
     grey = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames[60:63]]
@@ -287,8 +278,8 @@ def test_real_clip_prepared_at_small_size(tmp_path, monkeypatch):
     # the full pipeline on the HMDB51 clip, cut to its first 12 frames
     real_iter = prep.iter_video_frames
     monkeypatch.setattr(prep, "iter_video_frames", lambda p: (f for f, _ in zip(real_iter(p), range(12))))
-    report = prepare_videos([HMDB_CLIP], tmp_path, short_side=32, tvl1={"preset": "fast"}, workers=1, progress=False)
-    assert report.done == {HMDB_CLIP.stem: 12}
-    marker = json.loads((tmp_path / ".done" / f"{HMDB_CLIP.stem}.json").read_text())
+    report = prepare_videos([real_data.hmdb_clip], tmp_path, short_side=32, tvl1={"preset": "fast"}, workers=1, progress=False)
+    assert report.done == {real_data.hmdb_clip.stem: 12}
+    marker = json.loads((tmp_path / ".done" / f"{real_data.hmdb_clip.stem}.json").read_text())
     assert marker["header_frames"] == 409 and marker["size"] == [43, 32]
-    assert open_store(tmp_path).read_flow(HMDB_CLIP.stem, [10]).shape == (1, 32, 43, 2)
+    assert open_store(tmp_path).read_flow(real_data.hmdb_clip.stem, [10]).shape == (1, 32, 43, 2)

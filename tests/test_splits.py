@@ -9,19 +9,10 @@ import pytest
 from twostream_lib.data.splits import OFFICIAL_SPLIT_SIZES, VideoItem, load_split
 from twostream_lib.errors import ConfigError, DataError
 
-SHARED = Path(__file__).parents[1].parent / "shared" / "data"
-UCF_SPLITS = SHARED / "ucfTrainTestlist"
-HMDB_SPLITS = SHARED / "hmdb51_splits"
-needs_shared = pytest.mark.skipif(
-    not UCF_SPLITS.is_dir() or not HMDB_SPLITS.is_dir(),
-    reason=f"real split files not found at {SHARED} (the shared data folder beside the repository)",
-)
 
-
-@needs_shared
 @pytest.mark.parametrize("split", [1, 2, 3])
-def test_ucf101_official_counts(split):
-    sp = load_split("ucf101", UCF_SPLITS, split)
+def test_ucf101_official_counts(real_data, split):
+    sp = load_split("ucf101", real_data.ucf_splits, split)
     assert (len(sp.train), len(sp.test)) == OFFICIAL_SPLIT_SIZES["ucf101"][split]
     assert {9537: 1, 9586: 2, 9624: 3}[len(sp.train)] == split  # the paper's protocol, Sec. 4.1
     assert len(sp.classes) == 101 and sp.classes[0] == "ApplyEyeMakeup" and sp.classes[-1] == "YoYo"
@@ -29,9 +20,8 @@ def test_ucf101_official_counts(split):
     assert len({v.name for v in sp.train + sp.test}) == 13320  # every UCF101 video in every split
 
 
-@needs_shared
-def test_ucf101_items_are_parsed_exactly():
-    sp = load_split("UCF101", UCF_SPLITS, 1)  # case-insensitive data set name
+def test_ucf101_items_are_parsed_exactly(real_data):
+    sp = load_split("UCF101", real_data.ucf_splits, 1)  # case-insensitive data set name
     assert sp.dataset == "ucf101" and sp.split == 1
     assert sp.train[0] == VideoItem(
         name="v_ApplyEyeMakeup_g08_c01", label=0, class_name="ApplyEyeMakeup",
@@ -42,19 +32,17 @@ def test_ucf101_items_are_parsed_exactly():
     assert all(sp.classes[v.label] == v.class_name for v in sp.train + sp.test)
 
 
-@needs_shared
 @pytest.mark.parametrize("split", [1, 2, 3])
-def test_hmdb51_official_counts(split):
-    sp = load_split("hmdb51", HMDB_SPLITS, split)  # parent folder: resolves testTrainMulti_7030_splits/
+def test_hmdb51_official_counts(real_data, split):
+    sp = load_split("hmdb51", real_data.hmdb_splits, split)  # parent folder: resolves testTrainMulti_7030_splits/
     assert (len(sp.train), len(sp.test)) == (3570, 1530)
     assert len(sp.classes) == 51 and list(sp.classes) == sorted(sp.classes)
     assert sp.classes[:3] == ("brush_hair", "cartwheel", "catch") and sp.classes[-1] == "wave"
     assert {v.name for v in sp.train}.isdisjoint(v.name for v in sp.test)
 
 
-@needs_shared
-def test_hmdb51_items_and_trailing_space():
-    sp = load_split("hmdb51", HMDB_SPLITS / "testTrainMulti_7030_splits", 1)
+def test_hmdb51_items_and_trailing_space(real_data):
+    sp = load_split("hmdb51", real_data.hmdb_splits / "testTrainMulti_7030_splits", 1)
     first = sp.train[0]
     assert first == VideoItem(
         name="April_09_brush_hair_u_nm_np1_ba_goo_0", label=0, class_name="brush_hair",
@@ -133,11 +121,10 @@ def test_hmdb51_malformed_role(tmp_path):
         load_split("hmdb51", tmp_path, 1)
 
 
-@needs_shared
-def test_hmdb51_subset_of_classes(tmp_path):
+def test_hmdb51_subset_of_classes(real_data, tmp_path):
     """A folder with some class files (e.g. the synthetic set's HMDB-format splits) gives those classes."""
     for name in ("wave_test_split3.txt", "brush_hair_test_split3.txt"):
-        shutil.copy(HMDB_SPLITS / "testTrainMulti_7030_splits" / name, tmp_path / name)
+        shutil.copy(real_data.hmdb_splits / "testTrainMulti_7030_splits" / name, tmp_path / name)
     sp = load_split("hmdb51", tmp_path, 3)
     assert sp.classes == ("brush_hair", "wave") and (len(sp.train), len(sp.test)) == (140, 60)
     assert {v.label for v in sp.test} == {0, 1}

@@ -24,12 +24,6 @@ from twostream_lib.data.stores import (
 )
 from twostream_lib.errors import ConfigError, DataError
 
-SHARED = Path(__file__).parents[1].parent / "shared" / "data"
-MMACTION = SHARED / "rawframes" / "mmaction2_test_imgs"
-needs_shared = pytest.mark.skipif(
-    not MMACTION.is_dir(), reason=f"real mmaction2 rawframes not found at {MMACTION} (shared data folder)"
-)
-
 
 def _jpeg(img: np.ndarray) -> bytes:
     return cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
@@ -127,24 +121,23 @@ def test_case_insensitive_video_names(tmp_path):
     assert store.read_rgb("v_HandStandPushups_g01_c01", [0]).shape == (1, 12, 16, 3)
 
 
-@needs_shared
-def test_real_mmaction2_rawframes():
-    store = open_store(MMACTION.parent)  # root holding one video folder
-    assert detect_layout(MMACTION.parent) == "mmaction"
+def test_real_mmaction2_rawframes(real_data):
+    store = open_store(real_data.mmaction.parent)  # root holding one video folder
+    assert detect_layout(real_data.mmaction.parent) == "mmaction"
     assert store.videos() == ["mmaction2_test_imgs"]
     # 10 RGB frames but only 5 x/y flow frames (a cut-down test sample): usable = 6
     assert store.counts("mmaction2_test_imgs") == FrameCounts(rgb=10, flow=5)
     assert store.num_frames("mmaction2_test_imgs") == 6
     rgb = store.read_rgb("mmaction2_test_imgs", [0, 9])
     assert rgb.shape == (2, 240, 320, 3)
-    bgr = cv2.imread(str(MMACTION / "img_00010.jpg"))
+    bgr = cv2.imread(str(real_data.mmaction / "img_00010.jpg"))
     np.testing.assert_array_equal(rgb[1], bgr[..., ::-1])
     flow = store.read_flow("mmaction2_test_imgs", [4])
-    np.testing.assert_array_equal(flow[0, ..., 0], cv2.imread(str(MMACTION / "x_00005.jpg"), cv2.IMREAD_GRAYSCALE))
-    np.testing.assert_array_equal(flow[0, ..., 1], cv2.imread(str(MMACTION / "y_00005.jpg"), cv2.IMREAD_GRAYSCALE))
+    np.testing.assert_array_equal(flow[0, ..., 0], cv2.imread(str(real_data.mmaction / "x_00005.jpg"), cv2.IMREAD_GRAYSCALE))
+    np.testing.assert_array_equal(flow[0, ..., 1], cv2.imread(str(real_data.mmaction / "y_00005.jpg"), cv2.IMREAD_GRAYSCALE))
     with pytest.raises(DataError, match=r"flow frame index 5 is out of range .*mmaction2_test_imgs: it has 5"):
         store.read_flow("mmaction2_test_imgs", [5])
-    assert open_store(MMACTION).videos() == ["mmaction2_test_imgs"]  # the video folder itself
+    assert open_store(real_data.mmaction).videos() == ["mmaction2_test_imgs"]  # the video folder itself
 
 
 def test_mmaction_nested_by_class_with_flow_prefix(tmp_path):
@@ -211,10 +204,9 @@ def test_pack_store_resumes_and_reports_corrupt_packs(tmp_path):
         open_store(tmp_path / "out").num_frames("v_C")
 
 
-@needs_shared
-def test_pack_real_mmaction_frames(tmp_path):
-    packed = pack_store(MMACTION.parent, tmp_path, progress=False)
-    jpeg = open_store(MMACTION.parent)
+def test_pack_real_mmaction_frames(real_data, tmp_path):
+    packed = pack_store(real_data.mmaction.parent, tmp_path, progress=False)
+    jpeg = open_store(real_data.mmaction.parent)
     assert packed.counts("mmaction2_test_imgs") == FrameCounts(10, 5)
     np.testing.assert_array_equal(packed.read_rgb("mmaction2_test_imgs", range(10)),
                                   jpeg.read_rgb("mmaction2_test_imgs", range(10)))

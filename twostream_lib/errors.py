@@ -7,3 +7,7 @@ class DataError(ValueError):
 
 class ConfigError(ValueError):
     """A parameter, profile or registry name is unknown or out of range."""
+
+
+class StorageError(OSError):
+    """Writing a file failed (no space left, read-only or missing folder); the message names the file."""

@@ -21,7 +21,6 @@ video exactly once.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .errors import ConfigError, DataError
+from .files import atomic_write
 
 __all__ = [
     "VideoScores",
@@ -298,16 +298,10 @@ def binomial_ci(acc: float, n: int, level: float = 0.95) -> tuple[float, float]:
 
 def save_scores(s: VideoScores, path: str | Path) -> Path:
     """Write scores to ``path`` (npz: videos, labels, scores, views), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     arrays = {"videos": np.asarray(s.videos, dtype=np.str_), "labels": s.labels, "scores": s.scores}
     if s.views is not None:
         arrays["views"] = s.views
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
 
 
 def load_scores(path: str | Path) -> VideoScores:

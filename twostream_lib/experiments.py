@@ -291,12 +291,9 @@ def train_streams(cfg: Profile, data: DataBundle, *, backbone: str | None = None
 
 
 def _atomic_save(obj, path: Path) -> None:
-    import os
+    from twostream_lib.files import atomic_write
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import ConfigError, DataError
+from .files import atomic_write
 from .evaluate import model_inputs, unwrap, world
 
 __all__ = ["FEATURE_KEYS", "FeatureSet", "FeatureHead", "cache_fusion_inputs", "model_fingerprint"]
@@ -85,14 +85,9 @@ class FeatureSet(Dataset):
 
     def save(self, path: str | Path) -> Path:
         """Write an uncompressed npz, atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, fa=self.fa, fb=self.fb, labels=self.labels, videos=np.asarray(self.videos, dtype=np.str_),
-                     views=self.views, fingerprint=np.asarray(self.fingerprint))
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, lambda tmp: np.savez(
+            tmp, fa=self.fa, fb=self.fb, labels=self.labels, videos=np.asarray(self.videos, dtype=np.str_),
+            views=self.views, fingerprint=np.asarray(self.fingerprint)))
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureSet":

@@ -5,12 +5,13 @@ version or date), atomically, under ``results/figures/``.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+
+from twostream_lib.files import atomic_write
 
 DPI = 100
 
@@ -21,11 +22,10 @@ def save_figure(fig, path: str | Path):
     from IPython.display import Image
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=DPI, format="png", metadata={"Software": None})
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png", metadata={"Software": None}))
+    finally:
+        plt.close(fig)
     return Image(filename=str(path))
 
 

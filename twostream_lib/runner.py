@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import os
 import platform
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from twostream_lib.config import PROFILES, REPO_ROOT
 from twostream_lib.errors import ConfigError
+from twostream_lib.files import atomic_write_json
 
 
 def notebook_paths(notebooks_dir: Path, only: list[str] | None = None) -> list[Path]:
@@ -101,10 +101,7 @@ def _record_times(profile: str, times: dict[str, float], bench_dir: Path) -> Non
         "total_seconds": round(sum(times.values()), 1),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
     }
-    path = bench_dir / f"run_all_{profile}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(bench_dir / f"run_all_{profile}.json", record, sort_keys=False)
 
 
 def main(argv: list[str] | None = None) -> int:

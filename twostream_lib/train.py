@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -55,6 +56,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .determinism import (derive_seed, deterministic, rng_state, seed_everything, set_rng_state, set_threads,
                           worker_init_fn)
 from .errors import ConfigError, DataError
+from .files import atomic_write
 from .evaluate import (AMP_MODES, accuracy, autocast, model_inputs, output_scores, predict, unwrap, use_amp,
                        world)
 
@@ -309,21 +311,14 @@ def _broadcast(value: float) -> float:
 
 # ----------------------------------------------------------------------------- files
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_metrics(path: Path, history: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: ("" if isinstance(row[k], float) and math.isnan(row[k]) else row[k])
-                             for k in METRIC_COLUMNS})
-    os.replace(tmp, path)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: ("" if isinstance(row[k], float) and math.isnan(row[k]) else row[k])
+                         for k in METRIC_COLUMNS})
+    atomic_write(path, text.getvalue())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -342,9 +337,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -447,7 +440,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
                     "model": type(net).__name__, "trainable_parameters": sum(p.numel() for p in params),
                     "train_samples": len(train_set), "val_samples": None if val_set is None else len(val_set),
                     "resumed_from_epoch": start}
-        _atomic_write_text(out / "config.json",
+        atomic_write(out / "config.json",
                            json.dumps({"train": cfg.to_dict(), "run": run_info}, indent=2) + "\n")
 
     ddp_model: nn.Module = net
@@ -621,7 +614,7 @@ def run_experiment(exp: dict[str, Any], *, evaluate: bool = True) -> TrainResult
     out = Path(cfg.out_dir) if cfg.out_dir else None
     if out is not None and rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(out / "experiment.json", json.dumps(exp, indent=2, default=list) + "\n")
+        atomic_write(out / "experiment.json", json.dumps(exp, indent=2, default=list) + "\n")
     result = None
     if trainable is None or trainable:
         result = train(model, train_set, test_set, cfg, trainable=trainable)
@@ -640,9 +633,9 @@ def run_experiment(exp: dict[str, Any], *, evaluate: bool = True) -> TrainResult
         summary = {"accuracy": acc, "videos": n, "standard_error": standard_error(acc, n), "ci95": [lo, hi]}
         if out is not None and rank == 0:
             save_scores(scores, out / "scores.npz")
-            np.savetxt(out / "confusion.csv.tmp", confusion(scores), fmt="%d", delimiter=",")
-            os.replace(out / "confusion.csv.tmp", out / "confusion.csv")
-            _atomic_write_text(out / "eval.json", json.dumps(summary, indent=2) + "\n")
+            atomic_write(out / "confusion.csv",
+                         lambda tmp: np.savetxt(tmp, confusion(scores), fmt="%d", delimiter=","))
+            atomic_write(out / "eval.json", json.dumps(summary, indent=2) + "\n")
         if rank == 0:
             print(f"video accuracy {acc:.4f} on {n} videos (95% CI {lo:.4f}-{hi:.4f})")
     return result

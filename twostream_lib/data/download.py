@@ -41,6 +41,7 @@ from tqdm import tqdm
 from twostream_lib.data.splits import OFFICIAL_NUM_CLASSES, OFFICIAL_SPLIT_SIZES, load_split
 from twostream_lib.data.stores import detect_layout, open_store
 from twostream_lib.errors import ConfigError, DataError
+from twostream_lib.files import atomic_write
 
 _TUGRAZ = "http://ftp.tugraz.at/pub/feichtenhofer/tsfusion/data/"
 _UCF = "https://www.crcv.ucf.edu/data/UCF101/"
@@ -181,14 +182,13 @@ def concat_parts(parts: Sequence[str | Path], out: str | Path) -> Path:
             raise DataError(f"archive part {missing} is missing (have {', '.join(p.name for p in paths)})")
         if not path.is_file():
             raise DataError(f"archive part {path} is missing")
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "wb") as dst:
-        for path in paths:
-            with open(path, "rb") as src:
-                shutil.copyfileobj(src, dst, 1 << 22)
-    os.replace(tmp, out)
-    return out
+    def join(tmp: Path) -> None:
+        with open(tmp, "wb") as dst:
+            for path in paths:
+                with open(path, "rb") as src:
+                    shutil.copyfileobj(src, dst, 1 << 22)
+
+    return atomic_write(out, join)
 
 
 # ---- safe unpacking ----------------------------------------------------------------------

@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from twostream_lib.data.stores import FLOW_DIR, PACK_DIR, PACK_SUFFIX, RGB_DIR, write_pack
 from twostream_lib.errors import ConfigError, DataError
+from twostream_lib.files import atomic_write_json
 
 FLOW_BOUND = 20.0  # px, Sec. 3.5
 SHORT_SIDE = 256  # px, Sec. 3.5
@@ -294,10 +295,7 @@ def _done_path(out_root: Path, name: str) -> Path:
 
 
 def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, obj)
 
 
 def is_done(out_root: str | Path, name: str) -> bool:

@@ -56,6 +56,7 @@ import numpy as np
 from tqdm import tqdm
 
 from twostream_lib.errors import ConfigError, DataError
+from twostream_lib.files import atomic_write
 
 LAYOUTS = ("auto", "authors", "mmaction", "packed")
 RGB_DIR = "jpegs_256"
@@ -442,22 +443,15 @@ class PackedStore(_StoreBase):
 
 
 def write_pack(path: str | Path, rgb: Sequence[bytes], u: Sequence[bytes], v: Sequence[bytes]) -> Path:
-    """Write one video's JPEG bytes as a packed file, atomically (``path.tmp`` then rename)."""
+    """Write one video's JPEG bytes as a packed file, atomically (:func:`~twostream_lib.files.atomic_write`)."""
     if len(u) != len(v):
         raise DataError(f"{path}: {len(u)} u flow frames but {len(v)} v flow frames")
     path = Path(path)
     blobs = [*rgb, *u, *v]
     start = _HEADER.size + 8 * (len(blobs) + 1)
     offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs], dtype=np.int64)]) + start
-    tmp = path.with_name(path.name + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "wb") as f:
-        f.write(_HEADER.pack(PACK_MAGIC, len(rgb), len(u)))
-        f.write(offsets.astype("<u8").tobytes())
-        for blob in blobs:
-            f.write(blob)
-    os.replace(tmp, path)
-    return path
+    header = _HEADER.pack(PACK_MAGIC, len(rgb), len(u)) + offsets.astype("<u8").tobytes()
+    return atomic_write(path, b"".join([header, *blobs]))
 
 
 def _read_pack_header(f, path: Path) -> tuple[int, int]:

@@ -73,6 +73,7 @@ import numpy as np
 from tqdm import tqdm
 
 from twostream_lib.errors import ConfigError, DataError
+from twostream_lib.files import atomic_write
 
 #: Bump when the rendering changes, so that existing data sets are regenerated.
 GENERATOR_VERSION = 2
@@ -386,18 +387,18 @@ def split_test_groups(groups: int, split: int) -> list[int]:
 
 
 def write_video(path: Path, video: np.ndarray, fps: int = FPS) -> Path:
-    """Write RGB frames [n, h, w, 3] as an MJPG AVI, atomically (``.tmp.avi`` then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.avi")
+    """Write RGB frames [n, h, w, 3] as an MJPG AVI, atomically."""
     h, w = video.shape[1:3]
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
-    if not writer.isOpened():
-        raise DataError(f"cannot open a video writer (MJPG) for {tmp}")
-    for frame in video:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-    os.replace(tmp, path)
-    return path
+
+    def write(tmp: Path) -> None:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+        if not writer.isOpened():
+            raise DataError(f"cannot open a video writer (MJPG) for {tmp}")
+        for frame in video:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        writer.release()
+
+    return atomic_write(path, write)
 
 
 def _render_and_write(job) -> str:
@@ -413,18 +414,12 @@ def _cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_splits(root: Path, p: SyntheticParams) -> None:
     split_dir, hmdb_dir = root / "splits", root / "hmdb51_splits"
     split_dir.mkdir(parents=True, exist_ok=True)
     hmdb_dir.mkdir(parents=True, exist_ok=True)
     classes = p.classes
-    _write_text(split_dir / "classInd.txt", "".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
+    atomic_write(split_dir / "classInd.txt", "".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
     for k in (1, 2, 3):
         tested = set(split_test_groups(p.groups, k))
         train, test = [], []
@@ -435,9 +430,9 @@ def _write_splits(root: Path, p: SyntheticParams) -> None:
                     rel = f"{c}/{video_name(c, g, j)}.avi"
                     (test if g in tested else train).append(rel if g in tested else f"{rel} {i + 1}")
                     hmdb.append(f"{video_name(c, g, j)}.avi {2 if g in tested else 1} \n")
-            _write_text(hmdb_dir / f"{c}_test_split{k}.txt", "".join(hmdb))
-        _write_text(split_dir / f"trainlist0{k}.txt", "".join(x + "\n" for x in train))
-        _write_text(split_dir / f"testlist0{k}.txt", "".join(x + "\n" for x in test))
+            atomic_write(hmdb_dir / f"{c}_test_split{k}.txt", "".join(hmdb))
+        atomic_write(split_dir / f"trainlist0{k}.txt", "".join(x + "\n" for x in train))
+        atomic_write(split_dir / f"testlist0{k}.txt", "".join(x + "\n" for x in test))
 
 
 def _read_record(root: Path) -> dict | None:
@@ -510,7 +505,7 @@ def generate_synthetic(root: str | Path, *, seed: int = 0, size: int = 56, frame
     record = {"params": p.to_json(), "generated": True, "prepared": False, "timings": timings,
               "workers": workers, "cpus": os.cpu_count()}
     write_data_card(root, p, record)
-    _write_text(root / RECORD_NAME, json.dumps(record, indent=2) + "\n")
+    atomic_write(root / RECORD_NAME, json.dumps(record, indent=2) + "\n")
     return root
 
 
@@ -545,7 +540,7 @@ def make_synthetic_dataset(root: str | Path, *, seed: int = 0, size: int = 56, f
         record["prepared"] = True
         record["workers"] = workers
         write_data_card(root, p, record)
-        _write_text(root / RECORD_NAME, json.dumps(record, indent=2) + "\n")
+        atomic_write(root / RECORD_NAME, json.dumps(record, indent=2) + "\n")
     return _dataset(root, p, record)
 
 
@@ -706,7 +701,7 @@ def write_data_card(root: Path, p: SyntheticParams, record: dict) -> Path:
         "- Every video is drawn from SeedSequence([seed, crc32(class), group, clip]).", "",
     ]
     path = root / CARD_NAME
-    _write_text(path, "\n".join(lines))
+    atomic_write(path, "\n".join(lines))
     return path
 
 

@@ -24,7 +24,6 @@ scikit-learn fits the GMM; PCA and the posteriors are computed here in NumPy.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from twostream_lib.errors import ConfigError, DataError
+from twostream_lib.files import atomic_write
 
 from .descriptors import DESCRIPTOR_TYPES
 
@@ -208,11 +208,7 @@ class FisherEncoder:
             arrays[f"{t}/weights"] = self.gmms[t].weights
             arrays[f"{t}/means"] = self.gmms[t].means
             arrays[f"{t}/variances"] = self.gmms[t].variances
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
 
     @classmethod
     def load(cls, path: str | Path) -> FisherEncoder:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import pickle
 import sys
 import time
@@ -47,6 +46,7 @@ import cv2
 import numpy as np
 
 from twostream_lib.errors import ConfigError, DataError
+from twostream_lib.files import atomic_write
 
 from .descriptors import DESCRIPTOR_TYPES
 from .fisher import FisherEncoder, fit_fisher_encoder, svm_scores, train_svm
@@ -186,11 +186,7 @@ def _write_cache(path: Path, tr: Trajectories, key: dict, source: str, seconds: 
     arrays = {t: tr.descriptors[t].astype(dtype) for t in DESCRIPTOR_TYPES}
     arrays.update(points=tr.points.astype(np.float32), end_frame=tr.end_frame, scale=tr.scale,
                   meta=np.asarray(json.dumps(meta)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
 
 
 def load_descriptors(cache_dir: str | Path, video: str) -> dict[str, np.ndarray]:
@@ -550,14 +546,12 @@ def _cmd_encode(args) -> int:
     enc.save(out / "encoder.npz")
     x_train = encode(enc, args.cache, train, progress=not args.no_progress)
     x_test = encode(enc, args.cache, test, progress=not args.no_progress)
-    tmp = out / "features.npz.tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, train_videos=np.asarray([v.name for v in train], np.str_),
+    atomic_write(out / "features.npz", lambda tmp: np.savez(
+                 tmp, train_videos=np.asarray([v.name for v in train], np.str_),
                  train_labels=np.array([v.label for v in train], np.int64), train_x=x_train,
                  test_videos=np.asarray([v.name for v in test], np.str_),
                  test_labels=np.array([v.label for v in test], np.int64), test_x=x_test,
-                 num_classes=np.int64(num_classes))
-    os.replace(tmp, out / "features.npz")
+                 num_classes=np.int64(num_classes)))
     print(f"Fisher vectors of {len(train)} train and {len(test)} test videos ({enc.dim} dims) -> {out}")
     return 0
 
