@@ -76,6 +76,43 @@ def test_posteriors_match_sklearn_and_gmm_fit():
         DiagGMM([1.0], [[0.0]], [[0.0]])
 
 
+def test_relation_to_scikit_image_fisher_vector():
+    """The relation stated in ``fisher.py``'s docstring: scikit-image's ``learn_gmm`` fits our GMM,
+    its ``fisher_vector`` has a weight block first and the variance block negated, and its
+    ``improved`` L2 norm includes the weight block; after undoing both, it equals ours."""
+    from skimage.feature import fisher_vector as sk_fisher_vector
+    from skimage.feature import learn_gmm
+
+    rng = np.random.default_rng(4)
+    train = np.concatenate([rng.normal(0, 1, (200, 3)), rng.normal(4, 0.5, (100, 3)),
+                            rng.normal([0, 5, -3], 0.7, (100, 3))])
+    K, D = 3, 3
+    ours_gmm = fit_gmm(train, K, seed=0, max_iter=100)
+    sk_gmm = learn_gmm(train, n_modes=K, gm_args={"covariance_type": "diag", "random_state": 0,
+                                                  "max_iter": 100, "reg_covar": 1e-6})
+    np.testing.assert_array_equal(sk_gmm.weights_, ours_gmm.weights)
+    np.testing.assert_array_equal(sk_gmm.means_, ours_gmm.means)
+    np.testing.assert_array_equal(sk_gmm.covariances_, ours_gmm.variances)
+
+    x = rng.normal(1.0, 2.0, (40, D))
+    sk_raw = sk_fisher_vector(x, sk_gmm)
+    assert sk_raw.shape == (2 * K * D + K,)
+    gamma = ours_gmm.posteriors(x)
+    np.testing.assert_allclose(sk_raw[:K], (gamma.mean(0) - ours_gmm.weights) / np.sqrt(ours_gmm.weights),
+                               atol=1e-10)  # the weight gradients, which we leave out
+    mu_block, sigma_block = slice(K, K + K * D), slice(K + K * D, None)
+    ours_raw = fisher_vector(x, ours_gmm, normalise=False)
+    np.testing.assert_allclose(ours_raw, np.concatenate([sk_raw[mu_block], -sk_raw[sigma_block]]),
+                               rtol=1e-5, atol=1e-7)
+    sk_imp = sk_fisher_vector(x, sk_gmm, improved=True)
+    v = np.concatenate([sk_imp[mu_block], -sk_imp[sigma_block]])
+    ours = fisher_vector(x, ours_gmm)
+    np.testing.assert_allclose(ours, v / np.linalg.norm(v), rtol=1e-5, atol=1e-7)
+    # ... and they do differ: the weight block takes part of skimage's norm
+    assert np.sum(sk_imp[:K] ** 2) > 1e-3
+    assert np.abs(ours - np.concatenate([sk_imp[mu_block], -sk_imp[sigma_block]])).max() > 1e-4
+
+
 def test_pca_halves_each_descriptor_and_encoder_roundtrip(tmp_path):
     rng = np.random.default_rng(2)
     dims = descriptor_dims()
