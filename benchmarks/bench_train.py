@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from twostream_lib.files import atomic_write_json  # noqa: E402
-from twostream_lib.evaluate import model_inputs, output_scores  # noqa: E402
+from twostream_lib.engine import model_inputs, output_scores  # noqa: E402
 from twostream_lib.features import FEATURE_KEYS, FeatureHead, cache_fusion_inputs  # noqa: E402
 from twostream_lib.models.backbones import build_backbone  # noqa: E402
 from twostream_lib.models.twostream import build_two_stream, trainable_parameters  # noqa: E402
@@ -111,7 +111,7 @@ def maxrss_mib() -> float:
 
 def model_throughput(model: nn.Module, dataset: Dataset, cfg: TrainConfig, steps: int) -> float:
     """Samples/s of forward + loss + backward + SGD step on one in-memory batch."""
-    from twostream_lib.evaluate import autocast
+    from twostream_lib.engine import autocast
 
     device = torch.device(cfg.device)
     batch = torch.utils.data.default_collate([dataset[i] for i in range(cfg.batch_size)])

@@ -33,3 +33,13 @@ def real_data() -> RealData:
     if missing:
         pytest.fail(f"real test data missing: {missing}; tests/data is part of the repository (see its README)")
     return data
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory):
+    """Three synthetic classes, 3 groups x 1 clip of 14 frames at 48 px, generated and prepared once
+    per session (about 2 s)."""
+    from twostream_lib.data.synthetic import CLASS_NAMES, make_synthetic_dataset
+
+    return make_synthetic_dataset(tmp_path_factory.mktemp("tiny_synthetic"), size=48, frames=14, groups=3,
+                                  clips=1, classes=CLASS_NAMES[:3], workers=1, progress=False)

@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 
 from twostream_lib.errors import ConfigError, DataError
 from twostream_lib.evaluate import (VideoScores, accuracy, binomial_ci, confusion, late_fuse, load_scores,
-                                    mean_over_splits, per_class_accuracy, predict, save_scores, standard_error)
+                                    per_class_accuracy, predict, save_scores, standard_error)
 
 torch.set_num_threads(1)
 
@@ -141,17 +141,6 @@ def test_late_fuse_errors_name_the_mismatch():
         late_fuse(a, a, mode="max")
 
 
-def test_mean_over_splits():
-    s = mean_over_splits({1: 0.8, 2: 0.9, 3: vs(["a", "b"], [0, 1], [[1, 0], [1, 0]])})
-    assert s.mean == pytest.approx((0.8 + 0.9 + 0.5) / 3)
-    assert s.std == pytest.approx(np.std([0.8, 0.9, 0.5], ddof=1))
-    assert s.per_split == {1: 0.8, 2: 0.9, 3: 0.5}
-    with pytest.raises(DataError, match=r"expected splits \[1, 2, 3\], got \[1\]"):
-        mean_over_splits({1: 0.8})
-    one = mean_over_splits({1: 0.8}, expected=None)
-    assert one.mean == 0.8 and one.std == 0.0
-
-
 def test_standard_error_and_wilson_interval():
     assert standard_error(0.5, 100) == pytest.approx(0.05)
     lo, hi = binomial_ci(0.5, 100)
@@ -167,7 +156,7 @@ def test_standard_error_and_wilson_interval():
 
 
 def test_engine_helpers_amp_and_outputs():
-    from twostream_lib.evaluate import output_scores, unwrap, use_amp, world
+    from twostream_lib.engine import output_scores, unwrap, use_amp, world
 
     assert use_amp("auto", "cpu") is False and use_amp("auto", "cuda") is True
     assert use_amp("bf16", "cpu") is True and use_amp(False, "cuda") is False

@@ -103,17 +103,15 @@ def test_cache_refuses_trainable_towers_and_models_without_fusion_inputs(tmp_pat
         FeatureSet(np.zeros((1, 2, 4)), np.zeros((1, 2, 4)), np.zeros(3), ["a", "b", "c"], np.zeros(3))
 
 
-def test_cached_fusion_of_the_library_two_stream_net_equals_recomputing(tmp_path):
+def test_cached_fusion_of_the_library_two_stream_net_equals_recomputing(tmp_path, tiny_synthetic):
     """TwoStreamNet (demo towers with batch norm, frozen below ReLU5) on synthetic clips: the cached
     run's losses, accuracies and weights match the uncached run's."""
-    from test_train import tiny_synthetic
-
     from twostream_lib.data.sampling import ClipSampling, TwoStreamClips, TwoStreamViews
     from twostream_lib.data.splits import load_split
     from twostream_lib.data.stores import open_store
     from twostream_lib.models.twostream import build_two_stream, trainable_parameters
 
-    ds = tiny_synthetic(tmp_path / "data")
+    ds = tiny_synthetic
     split, store = load_split("synthetic", ds.split_dir, 1), open_store(ds.frames_root)
     sampling = ClipSampling(T=2, L=10, tau=(1, 3), size=48, crop="jitter")
 

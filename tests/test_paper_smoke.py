@@ -38,20 +38,18 @@ def test_paper_profile_runs_one_iteration_on_a_real_clip(ucf_root, tmp_path, mon
     assert data.store.num_frames("v_Basketball_g01_c01") == 141
     streams = ex.train_streams(cfg, data)
     assert streams.spatial.feature_shapes(224)["relu5"] == (512, 13, 13)
-    scores, model = ex.run_fusion(cfg, data, ex.VARIANTS["table1"][5])  # conv fusion at ReLU5
-    assert ex.VARIANTS["table1"][5].key == "conv@relu5"
+    scores, model = ex.run_fusion(cfg, data, ex.TABLES["table1"].variants[5])  # conv fusion at ReLU5
+    assert ex.TABLES["table1"].variants[5].key == "conv@relu5"
     assert scores.scores.shape == (1, 101) and scores.videos == ["v_Basketball_g01_c01"]
     metrics = list((tmp_path / "results").rglob("metrics.csv"))
     assert len(metrics) == 3  # spatial, temporal, fusion: one epoch each
     assert all(len(m.read_text().splitlines()) == 2 for m in metrics)
     # a second call (Table 6 after Table 5, a re-run) loads the saved test scores: no features, no training
-    import twostream_lib.features as features
-
     def no_recompute(*args, **kwargs):
         raise AssertionError("features were recomputed for a head that was already trained and tested")
 
-    monkeypatch.setattr(features, "cache_fusion_inputs", no_recompute)
-    again, _ = ex.run_fusion(cfg, data, ex.VARIANTS["table1"][5])
+    monkeypatch.setattr(ex.fusion, "cache_fusion_inputs", no_recompute)
+    again, _ = ex.run_fusion(cfg, data, ex.TABLES["table1"].variants[5])
     assert again.videos == scores.videos and (again.scores == scores.scores).all()
     assert len(list((tmp_path / "results").rglob("scores-*.npz"))) == 1
 

@@ -273,7 +273,7 @@ def test_decoded_cache_is_bit_identical_decodes_once_and_bounds_memory(tmp_path,
 
 def test_profile_cache_frames_wraps_the_store(tmp_path):
     from twostream_lib.config import load_profile
-    from twostream_lib.experiments import _open_store
+    from twostream_lib.experiments.data import _open_store
 
     root = make_authors_store(tmp_path)
     assert load_profile("demo").cache_frames and not load_profile("paper").cache_frames

@@ -19,8 +19,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from twostream_lib.errors import ConfigError, DataError
-from twostream_lib.train import (FrameAverage, GlobalBatchSampler, LRSchedule, TrainConfig, load_checkpoint,
-                                 train)
+from twostream_lib.models import DenseColour, FrameAverage
+from twostream_lib.train import GlobalBatchSampler, LRSchedule, TrainConfig, load_checkpoint, train
 
 torch.set_num_threads(1)
 
@@ -393,68 +393,88 @@ def test_frozen_batch_norm_keeps_its_statistics():
 
 # ----------------------------------------------------------------------------- integration with the real modules
 
-def tiny_synthetic(root: Path):
-    """Three synthetic classes, 3 groups x 1 clip of 14 frames at 48 px (about 2 s to make)."""
-    from twostream_lib.data.synthetic import CLASS_NAMES, make_synthetic_dataset
+def test_a_model_with_its_own_loss_trains_and_reports_no_accuracy():
+    """The demo's appearance pre-training (DenseColour) returns {"loss": [B]}: the engine minimises it."""
+    from twostream_lib.models import build_backbone
 
-    return make_synthetic_dataset(root, size=48, frames=14, groups=3, clips=1, classes=CLASS_NAMES[:3],
-                                  workers=1, progress=False)
+    class RGBClips(SignalClips):
+        def __getitem__(self, i):
+            item = super().__getitem__(i)
+            item["rgb"] = item["rgb"][:, :3].repeat(1, 1, 8, 8)  # [T, 3, 48, 48]
+            return item
+
+    torch.manual_seed(0)
+    net = build_backbone("demo_shallow", in_channels=3, num_classes=3)
+    model = DenseColour(net, net.feature_shapes(48)["relu5"][0])
+    res = train(model, RGBClips(16), None, small_cfg(epochs=4, input_keys=("rgb",), lr=0.05))
+    losses = [r["train_loss"] for r in res.history]
+    assert losses[-1] < losses[0] and all(math.isnan(r["train_acc"]) for r in res.history)
 
 
-def test_cli_trains_both_streams_then_conv_fusion_of_them(tmp_path):
-    """`python -m twostream_lib train` on the synthetic set: spatial and temporal streams, then conv
-    fusion at ReLU5 initialised from them, towers frozen below the fusion layer (Section 3.5)."""
+TINY = {"synthetic_size": 48, "synthetic_frames": 16, "synthetic_groups": 3, "synthetic_clips": 1,
+        "synthetic_classes": ["Orbit", "RedHorizontal", "Square"], "T": 2, "crop": 48, "batch_size": 4,
+        "epochs_stream": 2, "epochs_temporal": 2, "epochs_fusion": 2, "feature_epochs": 1,
+        "appearance_pretrain_epochs": 1, "threads": 1}
+
+
+def test_cli_trains_both_streams_then_conv_fusion_of_them_where_the_notebooks_find_them(tmp_path, capsys):
+    """`python -m twostream_lib train` runs the notebooks' code: streams, then conv fusion at ReLU5 on
+    them (towers frozen below the fusion layer, Section 3.5), in the run folders the notebooks read."""
+    from twostream_lib import experiments as ex
     from twostream_lib.__main__ import main
     from twostream_lib.evaluate import load_scores
 
-    ds = tiny_synthetic(tmp_path / "data")
-    common = {"dataset": "synthetic", "frames_root": str(ds.frames_root), "split_dir": str(ds.split_dir),
-              "backbone": "demo_shallow", "test_mode": "T5_flips",
-              "sampling": {"T": 1, "L": 10, "tau": [1, 3], "size": 48, "crop": "center"},
-              "train": {"lr": 0.01, "lr_schedule": "constant", "batch_size": 4, "progress": False}}
-    runs = tmp_path / "runs"
+    settings = {**TINY, "data_root": str(tmp_path / "data"), "results_dir": str(tmp_path / "results")}
+    common = ["--profile", "demo", *[a for k, v in settings.items() for a in ("-p", k, repr(v))]]
     for stream in ("spatial", "temporal"):
-        cfg_path = tmp_path / f"{stream}.json"
-        cfg_path.write_text(json.dumps({**common, "stream": stream}))
-        assert main(["train", "--config", str(cfg_path), "--out-dir", str(runs / stream), "--epochs", "2"]) == 0
-        assert {"config.json", "metrics.csv", "checkpoint.pt", "weights.pt", "experiment.json", "scores.npz",
-                "confusion.csv", "eval.json"} <= {p.name for p in (runs / stream).iterdir()}
-    fused_exp = {**common, "stream": "fusion", "fusion": {"fusion": "conv", "layers": ["relu5"]},
-                 "spatial_weights": str(runs / "spatial" / "weights.pt"),
-                 "temporal_weights": str(runs / "temporal" / "weights.pt")}
-    (tmp_path / "fusion.json").write_text(json.dumps(fused_exp))
-    assert main(["train", "--config", str(tmp_path / "fusion.json"), "--out-dir", str(runs / "fusion"),
-                 "--epochs", "1", "--set", "train.seed=1", "--threads", "1"]) == 0
+        assert main(["train", *common, "--stream", stream]) == 0
+    exp = {"profile": "demo", "settings": settings, "row": "table1:conv@relu5", "seed": 1}
+    (tmp_path / "fusion.json").write_text(json.dumps(exp))
+    assert main(["train", "--config", str(tmp_path / "fusion.json")]) == 0
+    assert "video accuracy" in capsys.readouterr().out
 
-    scores = load_scores(runs / "fusion" / "scores.npz")
-    assert len(scores.videos) == len(ds.classes) and scores.views.tolist() == [2] * len(ds.classes)
-    summary = json.loads((runs / "fusion" / "eval.json").read_text())
-    assert 0 <= summary["accuracy"] <= 1 and summary["ci95"][0] <= summary["accuracy"] <= summary["ci95"][1]
-    assert json.loads((runs / "fusion" / "config.json").read_text())["train"]["seed"] == 1
-    spatial = torch.load(runs / "spatial" / "weights.pt", weights_only=True)
-    fused = torch.load(runs / "fusion" / "weights.pt", weights_only=True)
+    cfg = ex.setup("demo", **settings)
+    variant = {v.key: v for v in ex.TABLES["table1"].variants}["conv@relu5"]
+    out = ex.fusion.fusion_dir(cfg, variant, 1, 1)
+    summary = json.loads((out / "eval.json").read_text())
+    assert summary["videos"] == 3 and summary["ci95"][0] <= summary["accuracy"] <= summary["ci95"][1]
+    assert json.loads((out / "config.json").read_text())["train"]["seed"] == 1
+    scores = load_scores(out / f"scores-{cfg.test_mode}.npz")
+    assert scores.views.tolist() == [2, 2, 2]
+    spatial = torch.load(ex.streams.stream_dir(cfg, "demo_shallow", "spatial", 1, 0) / "final.pt",
+                         weights_only=True)
+    fused = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
     below = [k for k in spatial if k.startswith("net.stages.relu")]
     above = [k for k in spatial if k.startswith("net.stages.fc6") and k.endswith("weight")]
     assert below and above
     for k in below:  # frozen: identical to the trained stream
-        assert torch.equal(fused["spatial." + k[len("net."):]], spatial[k]), k
-    assert not all(torch.equal(fused["spatial." + k[len("net."):]], spatial[k]) for k in above)
-    conf = np.loadtxt(runs / "fusion" / "confusion.csv", delimiter=",")
-    assert conf.shape == (3, 3) and conf.sum() == len(ds.classes)
+        assert torch.equal(fused["model.spatial." + k[len("net."):]], spatial[k]), k
+    assert not all(torch.equal(fused["model.spatial." + k[len("net."):]], spatial[k]) for k in above)
+    # the notebooks' call finds the same trained head and its scores
+    again, _ = ex.run_fusion(cfg, ex.prepare_data(cfg), variant, seed=1)
+    np.testing.assert_array_equal(again.scores, scores.scores)
 
 
-def test_cli_rejects_bad_input(tmp_path):
-    from twostream_lib.train import cli_main
+def test_cli_rejects_bad_input_with_one_line(tmp_path, capsys):
+    from twostream_lib.experiments.cli import cli_main
 
-    with pytest.raises(ConfigError, match="no such file"):
-        cli_main(["train", "--config", str(tmp_path / "missing.json")])
+    cases = [
+        (["--config", str(tmp_path / "missing.json")], "no such file"),
+        (["--config", str(tmp_path / "bad.json")], "not valid JSON"),
+        (["--config", str(tmp_path / "typo.json")], "unknown key(s) ['fusoin']"),
+        (["-p", "epochs_fusion", "x", "--stream", "spatial"], "epochs_fusion='x': expected int"),
+        (["-p", "nosuchparam", "1", "--stream", "spatial"], "unknown profile setting 'nosuchparam'"),
+        (["--row", "table1:nosuchrow"], "is not a fusion row"),
+        ([], "give exactly one of stream, row or fusion"),
+    ]
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(ConfigError, match="not valid JSON"):
-        cli_main(["train", "--config", str(tmp_path / "bad.json")])
-    with pytest.raises(ConfigError, match="KEY=VALUE"):
-        cli_main(["train", "--set", "train.lr"])
-    with pytest.raises(ConfigError, match="frames_root"):
-        cli_main(["train", "--split-dir", str(tmp_path)])
+    (tmp_path / "typo.json").write_text(json.dumps({"fusoin": {"layers": ["relu3"]}}))
+    for argv, message in cases:
+        assert cli_main(["train", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and "Traceback" not in err, (argv, err)
+    with pytest.raises(ConfigError, match="unknown key"):
+        cli_main(["train", "--config", str(tmp_path / "typo.json"), "--debug"])
 
 
 # ----------------------------------------------------------------------------- determinism helpers

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+import types
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 
 from twostream_lib.errors import ConfigError
@@ -30,6 +32,11 @@ class Profile:
     data_root: str = "data"  # relative to the repository root unless absolute
     split: int = 1  # official split used by Tables 1-4 (Tables 5-6 use all three)
     synthetic_seed: int = 0  # seed of the generated data set (demo only)
+    synthetic_size: int = 56  # frame side of the generated videos (data.synthetic.SyntheticParams)
+    synthetic_frames: int = 29  # frames per generated video
+    synthetic_groups: int = 9  # groups per class; split k tests on the k-th third of them
+    synthetic_clips: int = 5  # clips per group and class
+    synthetic_classes: tuple[str, ...] | None = None  # a subset of the synthetic classes (None: all)
     # ---- sampling (Sec. 3.5) -----------------------------------------------------------
     T: int = 5  # temporal samples per clip
     L: int = 10  # flow frames per stack
@@ -67,7 +74,6 @@ class Profile:
     threads: int | None = None  # torch CPU threads (None = torch default)
     amp: bool = True  # bf16 autocast on GPU
     results_dir: str = "results"
-    extra: dict = field(default_factory=dict)
 
     def path(self, relative: str) -> Path:
         """Resolve a profile path (data_root, results_dir) against the repository root."""
@@ -137,21 +143,66 @@ PROFILES: dict[str, Profile] = {
 
 
 def load_profile(name: str = "demo", **overrides) -> Profile:
-    """The named profile with ``overrides`` applied; unknown names and fields raise ConfigError.
+    """The named profile with ``overrides`` applied; unknown names and fields, and values of the wrong
+    type, raise ConfigError naming the field and what was expected.
 
-    ``None`` overrides are ignored so that a notebook can pass all its parameters through.
+    ``None`` overrides are ignored so that a notebook can pass all its parameters through; lists
+    become tuples (papermill and JSON have no tuples).
     """
     if name not in PROFILES:
         raise ConfigError(f"unknown profile {name!r}; expected one of {sorted(PROFILES)}")
-    base = PROFILES[name]
-    fields = {f.name: f for f in dataclasses.fields(Profile)}
+    hints = typing.get_type_hints(Profile)
     clean = {}
     for key, value in overrides.items():
         if value is None:
             continue
-        if key not in fields:
-            raise ConfigError(f"unknown profile setting {key!r}; expected one of {sorted(fields)}")
-        if key in ("tau", "seeds") and isinstance(value, list):
-            value = tuple(value)
-        clean[key] = value
-    return dataclasses.replace(base, **clean)
+        if key not in hints:
+            raise ConfigError(f"unknown profile setting {key!r}; expected one of {sorted(hints)}")
+        clean[key] = _checked(key, value, hints[key])
+    return dataclasses.replace(PROFILES[name], **clean)
+
+
+def _checked(name: str, value, hint):
+    """``value`` converted to the field's type (list -> tuple, int -> float), or ConfigError."""
+    def fail():
+        raise ConfigError(f"profile setting {name}={value!r}: expected {_type_name(hint)}, "
+                          f"got {type(value).__name__}")
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _checked(name, value, arg)
+            except ConfigError:
+                pass
+        fail()
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            fail()
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_checked(name, v, args[0]) for v in value)
+        if len(value) != len(args):
+            fail()
+        return tuple(_checked(name, v, a) for v, a in zip(value, args))
+    if hint is bool:
+        return value if isinstance(value, bool) else fail()
+    if hint is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else fail()
+    if hint is float:
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else fail()
+    if hint is str:
+        return value if isinstance(value, str) else fail()
+    return value
+
+
+def _type_name(hint) -> str:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if typing.get_origin(hint) is tuple:
+        inner = f"{_type_name(args[0])}, ..." if len(args) == 2 and args[1] is Ellipsis else \
+            ", ".join(_type_name(a) for a in args)
+        return f"a list of ({inner})"
+    return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))

@@ -21,8 +21,7 @@ video exactly once.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .engine import autocast, model_inputs, output_scores, unwrap, world
 from .errors import ConfigError, DataError
 from .files import atomic_write
 
@@ -43,14 +43,9 @@ __all__ = [
     "save_scores",
     "load_scores",
     "late_fuse",
-    "SplitSummary",
-    "mean_over_splits",
     "standard_error",
     "binomial_ci",
 ]
-
-AMP_MODES = ("auto", "bf16", "off")
-
 
 @dataclass
 class VideoScores:
@@ -83,62 +78,6 @@ class VideoScores:
 
     def predictions(self) -> np.ndarray:
         return self.scores.argmax(axis=1)
-
-
-# ----------------------------------------------------------------------------- helpers shared with train.py
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of the current ``torch.distributed`` group, (0, 1) without one."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DistributedDataParallel/DataParallel wrapper (or the model itself)."""
-    return model.module if isinstance(model, (torch.nn.parallel.DistributedDataParallel,
-                                              torch.nn.DataParallel)) else model
-
-
-def use_amp(amp: str | bool, device: torch.device | str) -> bool:
-    """Whether bf16 autocast is on: ``"auto"`` = on CUDA only, ``"bf16"`` = on any device, ``"off"``."""
-    if isinstance(amp, bool):
-        amp = "auto" if amp else "off"
-    if amp not in AMP_MODES:
-        raise ConfigError(f"amp must be one of {AMP_MODES}, got {amp!r}")
-    return amp == "bf16" or (amp == "auto" and torch.device(device).type == "cuda")
-
-
-def autocast(amp: str | bool, device: torch.device | str):
-    """bf16 autocast context when :func:`use_amp` says so, else a no-op context."""
-    if use_amp(amp, device):
-        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def model_inputs(batch: Mapping, input_keys: Sequence[str], device: torch.device | str,
-                 channels_last: bool = False) -> list[torch.Tensor]:
-    """The tensors a model is called with: ``[batch[k] for k in input_keys]`` moved to ``device``."""
-    out = []
-    for key in input_keys:
-        if key not in batch:
-            raise DataError(f"batch has no key {key!r} (input_keys={tuple(input_keys)}); "
-                            f"keys present: {sorted(batch)}")
-        x = batch[key].to(device, non_blocking=True)
-        if channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        out.append(x)
-    return out
-
-
-def output_scores(output) -> torch.Tensor:
-    """The prediction scores [B, C] of a model output: the tensor itself or ``output["scores"]``."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, Mapping) and "scores" in output:
-        return output["scores"]
-    raise DataError("model output must be a [B, C] tensor or a dict with 'scores' (and 'logits'); "
-                    f"got {type(output).__name__}")
 
 
 class _Indexed(Dataset):
@@ -351,29 +290,3 @@ def late_fuse(a: VideoScores, b: VideoScores, weights: tuple[float, float] = (0.
     else:
         sa, sb = a.scores, b_scores
     return VideoScores(list(a.videos), a.labels.copy(), weights[0] * sa + weights[1] * sb, a.views)
-
-
-@dataclass
-class SplitSummary:
-    """Accuracy averaged over splits (Tables 5 and 6 report the mean over UCF101/HMDB51's three)."""
-
-    mean: float
-    std: float  # sample standard deviation over splits (0 for a single split)
-    per_split: dict[int, float]
-
-
-def mean_over_splits(per_split: Mapping[int, float | VideoScores],
-                     expected: Sequence[int] | None = (1, 2, 3)) -> SplitSummary:
-    """Mean (and spread) of the accuracy over splits; values are accuracies or :class:`VideoScores`.
-
-    ``expected`` names the splits that must be present (the paper's protocol: all three); pass
-    ``None`` to average whatever is given (e.g. the demo's single split).
-    """
-    accs = {int(k): (accuracy(v) if isinstance(v, VideoScores) else float(v)) for k, v in per_split.items()}
-    if not accs:
-        raise DataError("mean_over_splits: no splits given")
-    if expected is not None and sorted(accs) != sorted(int(e) for e in expected):
-        raise DataError(f"mean_over_splits: expected splits {sorted(expected)}, got {sorted(accs)}")
-    values = np.array(list(accs.values()), dtype=np.float64)
-    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    return SplitSummary(float(values.mean()), std, dict(sorted(accs.items())))

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .errors import ConfigError, DataError
 from .files import atomic_write
-from .evaluate import model_inputs, unwrap, world
+from .engine import model_inputs, unwrap, world
 
 __all__ = ["FEATURE_KEYS", "FeatureSet", "FeatureHead", "cache_fusion_inputs", "model_fingerprint"]
 

@@ -23,7 +23,7 @@ class ResultRow:
     """One measured row: accuracy in percent (mean over training seeds) and its uncertainty."""
 
     key: str  # joins with paper.PaperRow.key (None-matching keys are our extra rows)
-    label: str
+    label: str  # what ran: the model and its backbones
     accuracy: float | None
     stderr: float | None = None  # percent; spread over seeds or binomial, see ``uncertainty``
     n_test: int | None = None  # test videos the accuracy is measured on
@@ -61,7 +61,8 @@ def build_table(
     paper's own architecture (Tables 1, 2); shown beside the paper's ``#layers``/``#parameters``.
     Paper rows we did not run appear with '-' in our column, so the table shows all of the paper.
     """
-    paper_rows = {r.key: r for r in paper.paper_rows(table, paper_dataset)}
+    # the paper's rows for the run's data set (none: the paper reports this table on another data set only)
+    paper_rows = {r.key: r for r in paper.ROWS if r.table == table and r.dataset == paper_dataset}
     records = []
     seen = set()
     for row in rows:
@@ -79,7 +80,8 @@ def build_table(
 def _record(row: ResultRow, p: paper.PaperRow | None, counts) -> dict:
     rec = {
         "key": row.key,
-        "row": row.label if p is None else p.label,
+        "row": row.label if p is None else p.label,  # the paper's row (ours where the paper has none)
+        "ran": row.label if row.accuracy is not None else "",  # what was actually run (backbones)
         "ours_acc": None if row.accuracy is None else round(row.accuracy, 2),
         "ours_stderr": None if row.stderr is None else round(row.stderr, 2),
         "ours": fmt_pct(row.accuracy, row.stderr),
@@ -119,7 +121,8 @@ def write_table(df: pd.DataFrame, results_dir: str | Path, *, title: str, notes:
 def to_markdown(df: pd.DataFrame, *, title: str, notes: str = "") -> str:
     """A reader-facing markdown table: our accuracy beside the paper's (and parameter counts)."""
     a = df.attrs
-    show = pd.DataFrame({"Row": df["row"], f"Ours ({a.get('dataset')}, %)": df["ours"]})
+    show = pd.DataFrame({"Row (paper)": df["row"], "What ran (ours)": df["ran"].replace("", "-"),
+                         f"Ours ({a.get('dataset')}, %)": df["ours"]})
     show[f"Paper ({a.get('paper_dataset')}, %)"] = [fmt_pct(v) if v is not None else "-" for v in df["paper_acc"]]
     if "params_m_computed" in df:
         show["#layers (computed / paper)"] = [

@@ -33,7 +33,6 @@ global batch so the update equals the single-process one.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import io
@@ -42,7 +41,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,25 +52,21 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .determinism import (derive_seed, deterministic, rng_state, seed_everything, set_rng_state, set_threads,
-                          worker_init_fn)
+from .determinism import (derive_seed, deterministic, rng_state, seed_everything, set_rng_state, worker_init_fn)
 from .errors import ConfigError, DataError
 from .files import atomic_write
-from .evaluate import (AMP_MODES, accuracy, autocast, model_inputs, output_scores, predict, unwrap, use_amp,
-                       world)
+from .engine import AMP_MODES, autocast, model_inputs, output_scores, unwrap, use_amp, world
+from .evaluate import accuracy, predict
 
 __all__ = [
     "TrainConfig",
     "TrainResult",
     "LRSchedule",
     "GlobalBatchSampler",
-    "FrameAverage",
     "train",
     "load_checkpoint",
     "setup_distributed",
     "cleanup_distributed",
-    "run_experiment",
-    "cli_main",
 ]
 
 SCHEDULES = ("plateau", "step", "cosine", "constant")
@@ -343,7 +338,14 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- the loop
 
 def _losses(output, labels: torch.Tensor) -> torch.Tensor:
-    """Sum over the output's loss heads of the summed (not averaged) cross-entropy."""
+    """Sum over the batch (and over the output's loss heads) of the training loss.
+
+    Class scores get cross-entropy, one term per entry of ``"logits"`` (Section 3.4 keeps both towers'
+    losses); a model with an objective of its own (e.g. the demo's appearance pre-training) returns
+    ``{"loss": [B]}``, its per-sample losses.
+    """
+    if isinstance(output, dict) and "loss" in output:
+        return output["loss"].float().sum()
     if isinstance(output, torch.Tensor):
         heads = [output]
     elif isinstance(output, dict) and output.get("logits"):
@@ -351,6 +353,11 @@ def _losses(output, labels: torch.Tensor) -> torch.Tensor:
     else:
         heads = [output_scores(output)]
     return sum(F.cross_entropy(h.float(), labels, reduction="sum") for h in heads)
+
+
+def _has_scores(output) -> bool:
+    """False for a model that returns only its own loss (no class scores, so no training accuracy)."""
+    return not (isinstance(output, dict) and "scores" not in output)
 
 
 def _train_mode(net: nn.Module) -> None:
@@ -487,7 +494,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
             # summed on the device: no host synchronisation per step (the bar reads them every 10 steps)
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             correct = torch.zeros((), dtype=torch.int64, device=device)
-            count = 0
+            count, scored = 0, True
             batches = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not show or rank != 0,
                            dynamic_ncols=True)
             for step, batch in enumerate(batches):
@@ -502,14 +509,18 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
                 loss.backward()
                 optimizer.step()
                 loss_sum += summed.detach()
-                correct += (output_scores(output).detach().argmax(1) == labels).sum()
+                if _has_scores(output):
+                    correct += (output_scores(output).detach().argmax(1) == labels).sum()
+                else:
+                    scored = False
                 count += len(labels)
                 if show and rank == 0 and step % 10 == 0:
                     batches.set_postfix(loss=f"{float(loss_sum) / count:.3f}", acc=f"{int(correct) / count:.3f}")
             loss_sum, correct, count = _all_sum([float(loss_sum), float(correct), float(count)], device)
             last = epoch + 1 == cfg.epochs
             val_acc = validate() if ((epoch + 1) % cfg.val_every == 0 or last) else math.nan
-            row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / count, "train_acc": correct / count,
+            train_acc = correct / count if scored else math.nan
+            row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / count, "train_acc": train_acc,
                    "val_acc": val_acc, "time": round(time.perf_counter() - t0, 3)}
             history.append(row)
             schedule.step(epoch + 1, row)
@@ -533,185 +544,3 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
     best = max(vals) if vals else math.nan
     best_epoch = next((r["epoch"] for r in history if r["val_acc"] == best), 0)
     return TrainResult(history, best, out, net, best_epoch, schedule.stopped)
-
-
-# ----------------------------------------------------------------------------- experiments and CLI
-
-class FrameAverage(nn.Module):
-    """A single-stream network applied to each of the T frames of a clip, scores averaged over T.
-
-    The paper's streams are per-frame networks (Section 3.5; testing averages over frames and flips);
-    input ``[B, T, C, H, W]`` (or ``[B, C, H, W]``), output ``[B, classes]``.
-    """
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4:
-            return self.net(x)
-        b, t = x.shape[:2]
-        return self.net(x.flatten(0, 1)).view(b, t, -1).mean(1)
-
-
-def _build_experiment(exp: dict[str, Any]):
-    """Model, training clips, test views, input keys and trainable parameters from an experiment
-    description (the data and model packages are imported here, not at module import)."""
-    from .data.sampling import ClipSampling, TwoStreamClips, TwoStreamViews
-    from .data.splits import load_split
-    from .data.stores import open_store
-    from .models.backbones import build_backbone
-
-    for key in ("frames_root", "split_dir"):
-        if key not in exp:
-            raise ConfigError(f"experiment: missing {key!r} (the prepared frames and the split files)")
-    stream = exp.get("stream", "fusion")
-    if stream not in ("spatial", "temporal", "fusion"):
-        raise ConfigError(f"experiment: stream must be spatial|temporal|fusion, got {stream!r}")
-    split = load_split(exp.get("dataset", "synthetic"), exp["split_dir"], int(exp.get("split", 1)))
-    store = open_store(exp["frames_root"], exp.get("layout", "auto"))
-    sampling = ClipSampling(**{k: tuple(v) if isinstance(v, list) else v for k, v in exp.get("sampling", {}).items()})
-    seed = int(exp.get("train", {}).get("seed", 0))
-    train_set = TwoStreamClips(store, split.train, sampling, train=True, seed=seed)
-    test_set = TwoStreamViews(store, split.test, sampling, mode=exp.get("test_mode", "T5_flips"))
-    classes = len(split.classes)
-    backbone = exp.get("backbone", "demo_shallow")
-    dropout = float(exp.get("dropout", 0.85))  # Section 3.5
-    torch.manual_seed(seed)
-    if stream == "fusion":
-        from .models.twostream import build_two_stream, trainable_parameters
-
-        model = build_two_stream(backbone=backbone, temporal_backbone=exp.get("temporal_backbone"),
-                                 num_classes=classes, dropout=dropout, flow_channels=2 * sampling.L,
-                                 spatial_weights=exp.get("spatial_weights"),
-                                 temporal_weights=exp.get("temporal_weights"), **exp.get("fusion", {}))
-        # Section 3.5: back-propagate only down to the injected fusion layer (towers below frozen)
-        trainable = trainable_parameters(model, exp.get("trainable", "fusion_and_above"))
-        return model, train_set, test_set, ("rgb", "flow"), trainable
-    channels = 3 if stream == "spatial" else 2 * sampling.L
-    model = FrameAverage(build_backbone(backbone, in_channels=channels, num_classes=classes, dropout=dropout,
-                                        weights=exp.get("weights")))
-    return model, train_set, test_set, ("rgb",) if stream == "spatial" else ("flow",), None
-
-
-def run_experiment(exp: dict[str, Any], *, evaluate: bool = True) -> TrainResult | None:
-    """Build model and data from ``exp`` (see :func:`cli_main`), train, then evaluate on the test views.
-
-    Writes ``experiment.json`` beside the training outputs, ``weights.pt`` (the final model's
-    state_dict; a stream's can be given to a fusion experiment as ``spatial_weights`` /
-    ``temporal_weights``) and, with ``evaluate``, ``scores.npz`` (per-video scores for later late
-    fusion), ``confusion.csv`` and ``eval.json`` (accuracy, number of videos, standard error and 95%
-    Wilson interval). A model with nothing to train (late fusion of trained streams) is only evaluated.
-    """
-    from .evaluate import binomial_ci, confusion, save_scores, standard_error
-
-    train_fields = dict(exp.get("train", {}))
-    model, train_set, test_set, keys, trainable = _build_experiment(exp)
-    train_fields.setdefault("input_keys", keys)
-    cfg = TrainConfig.from_dict(train_fields)
-    rank, world_size = setup_distributed(cfg.device)
-    out = Path(cfg.out_dir) if cfg.out_dir else None
-    if out is not None and rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "experiment.json", json.dumps(exp, indent=2, default=list) + "\n")
-    result = None
-    if trainable is None or trainable:
-        result = train(model, train_set, test_set, cfg, trainable=trainable)
-        model = result.model
-        if out is not None and rank == 0:
-            _save_checkpoint(out / "weights.pt", model.state_dict())
-    elif rank == 0:
-        print("nothing to train (late fusion of the given streams): evaluating only")
-    if evaluate:
-        device = _device(cfg, world_size)
-        unwrap(model).to(device)
-        scores = predict(model, test_set, batch_size=cfg.val_batch_size or cfg.batch_size, device=device,
-                         input_keys=cfg.input_keys, progress=cfg.progress, workers=cfg.workers, amp=cfg.amp)
-        acc, n = accuracy(scores), len(scores.videos)
-        lo, hi = binomial_ci(acc, n)
-        summary = {"accuracy": acc, "videos": n, "standard_error": standard_error(acc, n), "ci95": [lo, hi]}
-        if out is not None and rank == 0:
-            save_scores(scores, out / "scores.npz")
-            atomic_write(out / "confusion.csv",
-                         lambda tmp: np.savetxt(tmp, confusion(scores), fmt="%d", delimiter=","))
-            atomic_write(out / "eval.json", json.dumps(summary, indent=2) + "\n")
-        if rank == 0:
-            print(f"video accuracy {acc:.4f} on {n} videos (95% CI {lo:.4f}-{hi:.4f})")
-    return result
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def cli_main(argv: Sequence[str]) -> int:
-    """``python -m twostream_lib train [--config exp.json] [options]``.
-
-    The experiment JSON::
-
-        {"dataset": "ucf101|hmdb51|synthetic", "frames_root": ..., "split_dir": ..., "split": 1,
-         "layout": "auto", "stream": "spatial|temporal|fusion", "backbone": "demo_shallow",
-         "dropout": 0.85, "weights": null,                      # a stream's initialisation
-         "temporal_backbone": null, "spatial_weights": null, "temporal_weights": null,  # fusion
-         "fusion": {... TwoStreamNet keywords, e.g. "fusion": "conv", "layers": ["relu5"]},
-         "trainable": "fusion_and_above|all", "sampling": {... ClipSampling}, "test_mode": "T5_flips",
-         "train": {... TrainConfig}}
-
-    Flags override it; ``--set fusion.layers='["relu3"]'`` sets any (nested) key to a JSON value.
-    Writes into the out dir: config.json, metrics.csv, checkpoint.pt, weights.pt, experiment.json,
-    and from the final evaluation on the test views scores.npz, confusion.csv, eval.json. Running
-    again with the same out dir resumes (or returns at once if the run had finished). Under
-    ``torchrun`` it trains with DistributedDataParallel.
-    """
-    p = argparse.ArgumentParser(prog="python -m twostream_lib train", description=cli_main.__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, help="experiment JSON file")
-    for flag in ("dataset", "frames-root", "split-dir", "stream", "backbone", "test-mode"):
-        p.add_argument(f"--{flag}")
-    p.add_argument("--split", type=int)
-    for flag, typ in (("out-dir", str), ("epochs", int), ("batch-size", int), ("lr", float), ("device", str),
-                      ("workers", int), ("seed", int)):
-        p.add_argument(f"--{flag}", type=typ, help=f"train.{flag.replace('-', '_')}")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. train.patience=3")
-    p.add_argument("--threads", type=int, help="torch CPU threads (on a busy machine 1 can be 10x faster than 2)")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--no-eval", action="store_true", help="skip the final evaluation on the test views")
-    args = p.parse_args(list(argv)[1:])
-    if args.threads is not None:
-        set_threads(args.threads)
-
-    exp: dict[str, Any] = {}
-    if args.config is not None:
-        if not args.config.is_file():
-            raise ConfigError(f"--config {args.config}: no such file")
-        try:
-            exp = json.loads(args.config.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--config {args.config}: not valid JSON ({e})") from e
-    exp.setdefault("train", {})
-    for flag in ("dataset", "frames_root", "split_dir", "stream", "backbone", "test_mode", "split"):
-        if getattr(args, flag) is not None:
-            exp[flag] = getattr(args, flag)
-    for flag in ("out_dir", "epochs", "batch_size", "lr", "device", "workers", "seed"):
-        if getattr(args, flag) is not None:
-            exp["train"][flag] = getattr(args, flag)
-    if args.no_progress:
-        exp["train"]["progress"] = False
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        *parents, leaf = key.split(".")
-        node = exp
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = _parse_value(value)
-    try:
-        run_experiment(exp, evaluate=not args.no_eval)
-    finally:
-        cleanup_distributed()
-    return 0

@@ -1,0 +1,150 @@
+"""Set-up and data: what every notebook does first.
+
+    cfg = setup("demo")          # the profile, threads, seeds, deterministic kernels
+    data = prepare_data(cfg)     # the data set's frame store and official splits
+
+``demo`` generates the synthetic set (about a minute, once) under ``data/synthetic/seed<k>``; the real
+data sets must have been prepared (``python -m twostream_lib fetch`` / ``prepare``) under
+``data/<dataset>/{frames,splits}``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from twostream_lib import plots
+from twostream_lib.config import PROFILES, Profile, load_profile
+from twostream_lib.data.sampling import ClipSampling
+from twostream_lib.data.splits import Split, load_split
+from twostream_lib.data.stores import DecodedCache, open_store
+from twostream_lib.data.synthetic import make_synthetic_dataset
+from twostream_lib.determinism import deterministic, seed_everything, set_threads
+from twostream_lib.errors import ConfigError, DataError
+
+__all__ = ["setup", "DataBundle", "prepare_data", "synthetic_params", "synthetic_root", "split_summary", "data_card", "data_figure", "limit_videos",
+           "clip_sampling"]
+
+
+def setup(profile: str = "demo", **overrides) -> Profile:
+    """Load the profile (``None`` overrides are ignored), fix threads and seeds, return it."""
+    cfg = load_profile(profile, **overrides)
+    if cfg.threads:
+        set_threads(cfg.threads)
+    seed_everything(cfg.seeds[0])
+    if not cfg.device.startswith("cuda"):
+        deterministic(True)
+    return cfg
+
+
+@dataclass
+class DataBundle:
+    """A data set ready to sample: its frame store and official splits."""
+
+    dataset: str
+    frames_root: Path
+    split_dir: Path
+    store: object  # data.stores.FrameStore
+    card_path: Path | None = None
+    info: dict = field(default_factory=dict)
+
+    def split(self, k: int) -> Split:
+        """Split ``k`` restricted to the videos present in the store (smoke runs hold a few)."""
+        split = load_split(self.dataset, self.split_dir, k)
+        present = set(self.store.videos())
+        train = tuple(v for v in split.train if v.name in present)
+        test = tuple(v for v in split.test if v.name in present)
+        if not train and not test:
+            raise DataError(f"none of the videos of {self.dataset} split {k} ({self.split_dir}) is in "
+                            f"the frame store {self.frames_root}: prepare the frames first")
+        return dataclasses.replace(split, train=train, test=test)
+
+
+def prepare_data(cfg: Profile) -> DataBundle:
+    """Generate (demo) or locate (paper) the profile's data set and open its frame store.
+
+    The real data sets need ``data/<dataset>/frames`` (authors' or mmaction2 layout) and
+    ``data/<dataset>/splits``; the error names what is missing and the command that makes it.
+    """
+    if cfg.dataset == "synthetic":
+        params = synthetic_params(cfg)
+        ds = make_synthetic_dataset(synthetic_root(cfg), **params, progress=False)
+        return DataBundle("synthetic", Path(ds.frames_root), Path(ds.split_dir), _open_store(cfg, ds.frames_root),
+                          card_path=Path(ds.card_path), info={"classes": list(ds.classes)})
+    if cfg.dataset not in ("ucf101", "hmdb51"):
+        raise ConfigError(f"unknown dataset {cfg.dataset!r}; expected 'synthetic', 'ucf101' or 'hmdb51'")
+    root = cfg.data_dir / cfg.dataset
+    frames, splits = root / "frames", root / "splits"
+    for path, how in ((frames, "python -m twostream_lib prepare VIDEOS " + str(frames)),
+                      (splits, "python -m twostream_lib fetch " + cfg.dataset)):
+        if not path.exists():
+            raise DataError(f"{path} does not exist; expected the {cfg.dataset} {path.name} there ({how})")
+    return DataBundle(cfg.dataset, frames, splits, _open_store(cfg, frames))
+
+
+def synthetic_params(cfg: Profile) -> dict:
+    """The profile's synthetic data set: :func:`~twostream_lib.data.synthetic.make_synthetic_dataset` arguments."""
+    return {"seed": cfg.synthetic_seed, "size": cfg.synthetic_size, "frames": cfg.synthetic_frames,
+            "groups": cfg.synthetic_groups, "clips": cfg.synthetic_clips, "classes": cfg.synthetic_classes}
+
+
+def synthetic_root(cfg: Profile) -> Path:
+    """``data/synthetic/seed<k>`` for the default set; other sizes get a folder of their own."""
+    defaults = synthetic_params(PROFILES["demo"])
+    params = synthetic_params(cfg)
+    name = f"seed{cfg.synthetic_seed}"
+    if {k: v for k, v in params.items() if k != "seed"} != {k: v for k, v in defaults.items() if k != "seed"}:
+        text = json.dumps({k: v for k, v in params.items() if k != "seed"}, sort_keys=True, default=list)
+        name += "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+    return cfg.data_dir / "synthetic" / name
+
+
+def _open_store(cfg: Profile, root):
+    store = open_store(root)
+    return DecodedCache(store) if cfg.cache_frames else store
+
+
+def limit_videos(items, cfg: Profile) -> tuple:
+    """At most ``cfg.max_videos`` items, evenly spaced over the list (so over the classes: smoke runs)."""
+    if not cfg.max_videos or len(items) <= cfg.max_videos:
+        return tuple(items)
+    return tuple(items[:: len(items) // cfg.max_videos][: cfg.max_videos])
+
+
+def clip_sampling(cfg: Profile, *, T: int, train: bool, crop: str | None = None) -> ClipSampling:
+    """The profile's clip sampling (Sec. 3.4-3.5) for clips of ``T`` samples: training (the paper's
+    jitter crop unless ``crop`` says otherwise) or testing (the profile's test crop)."""
+    return ClipSampling(T=T, L=cfg.L, tau=tuple(cfg.tau), size=cfg.crop,
+                        crop=crop or ("jitter" if train else cfg.test_crop), flip=True)
+
+
+def split_summary(data: DataBundle, splits=(1, 2, 3)) -> pd.DataFrame:
+    """Classes and train/test videos per split (read from the official split files)."""
+    rows = []
+    for k in splits:
+        s = data.split(k)
+        rows.append({"split": k, "classes": len(s.classes), "train videos": len(s.train),
+                     "test videos": len(s.test)})
+    return pd.DataFrame(rows).set_index("split")
+
+
+def data_card(data: DataBundle) -> str:
+    """The data card's markdown (synthetic set), or a short description of a real data set."""
+    if data.card_path and data.card_path.exists():
+        return data.card_path.read_text(encoding="utf-8")
+    return f"{data.dataset}: frames in `{data.frames_root}`, splits in `{data.split_dir}`."
+
+
+def data_figure(cfg: Profile, data: DataBundle, *, video_index: int = 0):
+    """RGB frames with their u/v flow for one test video -> ``results/figures/data_samples.png``."""
+    video = data.split(cfg.split).test[video_index]
+    n = data.store.num_frames(video.name)
+    idx = np.linspace(0, max(n - 2, 0), cfg.T).round().astype(int).tolist()
+    fig = plots.clip_figure(data.store.read_rgb(video.name, idx), data.store.read_flow(video.name, idx),
+                            title=f"{video.name} ({video.class_name})")
+    return plots.save_figure(fig, cfg.results_path / "figures" / "data_samples.png")

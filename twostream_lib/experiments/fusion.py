@@ -1,0 +1,144 @@
+"""Fusion runs (Sec. 3.1-3.5; Tables 1, 2, 4-6): one trained head per row of a fusion table.
+
+Protocol (Sec. 3.5): each stream is trained on its own; a fusion model is built from the two trained
+towers, the fusion layer injected, and only the layers from the fusion on are trained ("we back-
+propagate only down to the injected fusion layer"). With the towers frozen below the fusion layer,
+their outputs there are computed once per (clip, augmentation) and cached
+(:mod:`twostream_lib.features`): the same model and the same gradients in a fraction of the time.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from twostream_lib.config import Profile
+from twostream_lib.data.sampling import TwoStreamClips
+from twostream_lib.evaluate import VideoScores, load_scores, predict, save_scores
+from twostream_lib.features import FeatureHead, cache_fusion_inputs
+from twostream_lib.models import TwoStreamNet, trainable_parameters
+from twostream_lib.train import train
+
+from .cache import MEMO, run_dir
+from .data import DataBundle, clip_sampling, limit_videos
+from .streams import Streams, late_fusion, test_views, train_config, train_stream
+
+__all__ = ["Variant", "backbone_name", "fusion_dir", "build_fused", "run_fusion"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of a fusion table: how, where and over time the two towers are fused.
+
+    ``key`` joins the row with the paper's (:mod:`twostream_lib.paper`); the other fields are the
+    :class:`~twostream_lib.models.TwoStreamNet` arguments that define the model, so the model a row
+    trains and the parameters it reports come from one definition.
+    """
+
+    key: str  # paper row key
+    label: str
+    fusion: str | tuple[str, ...] = "conv"  # "sum" | "max" | "concat" | "conv" | "bilinear" | "softmax" (late)
+    layers: tuple[str, ...] = ("relu5",)
+    truncate: bool = True  # drop the fused-from (temporal) tower above the last fusion layer
+    temporal: str = "none"  # "none" | "pool2d" | "pool3d" | "conv3d_pool3d" (Sec. 3.3)
+    conv_init: str = "sum"  # "sum" ([I I], paper) | "released" | "gaussian"
+    spatial: str = "shallow"  # which of the profile's backbones: "shallow" | "deep"
+    temporal_tower: str = "shallow"
+    T: int = 1  # samples per training clip; -1: the profile's T (temporal fusion needs it)
+
+    @property
+    def late(self) -> bool:
+        return self.fusion == "softmax"
+
+    def clip_length(self, cfg: Profile) -> int:
+        return cfg.T if self.T == -1 else self.T
+
+    def net_kwargs(self, cfg: Profile | None = None) -> dict:
+        """The TwoStreamNet keyword arguments of this row (``cfg`` adds the profile's choices)."""
+        kw = {"fusion": self.fusion, "layers": self.layers, "truncate": self.truncate,
+              "conv_init": self.conv_init, "temporal_fusion": self.temporal}
+        if cfg is not None:
+            kw.update(conv3d_init=cfg.conv3d_init, fusion_relu=cfg.fusion_relu)
+        return kw
+
+    def architecture_name(self, T: int) -> str:
+        """The fusion head's folder name: what defines the trained model, not the table row, so rows of
+        different tables with the same architecture (Table 4's 3D conv + 3D pooling, Tables 5-6's
+        "ours") share one trained head."""
+        keep = "truncated" if self.truncate else "both-towers"
+        fusion = self.fusion if isinstance(self.fusion, str) else ",".join(self.fusion)
+        return f"{fusion}@{'+'.join(self.layers)}-{self.temporal}-{self.conv_init}-{keep}-T{T}"
+
+
+def backbone_name(cfg: Profile, which: str) -> str:
+    """The profile's "shallow" (VGG-M-2048 in the paper) or "deep" (VGG-16) backbone."""
+    return {"shallow": cfg.backbone, "deep": cfg.deep_backbone}[which]
+
+
+def fusion_dir(cfg: Profile, variant: Variant, split: int, seed: int) -> Path:
+    """The run folder of one trained fusion head (its metrics, checkpoint and test scores)."""
+    s_bb, t_bb = backbone_name(cfg, variant.spatial), backbone_name(cfg, variant.temporal_tower)
+    name = f"{variant.architecture_name(variant.clip_length(cfg))}-{s_bb}-{t_bb}-seed{seed}"
+    return run_dir(cfg, f"split{split}", "fusion", name)
+
+
+def build_fused(cfg: Profile, variant: Variant, spatial: Streams, temporal: Streams) -> TwoStreamNet:
+    """The variant's TwoStreamNet on copies of the trained towers, frozen below the fusion layer."""
+    model = TwoStreamNet(copy.deepcopy(spatial.spatial), copy.deepcopy(temporal.temporal),
+                         **variant.net_kwargs(cfg))
+    if cfg.dropout_fusion is not None:  # only layers above the fusion train: their dropout is the head's
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = cfg.dropout_fusion
+    trainable_parameters(model, "fusion_and_above")
+    return model
+
+
+def run_fusion(cfg: Profile, data: DataBundle, variant: Variant, *, split: int | None = None,
+               seed: int | None = None, mode: str | None = None) -> tuple[VideoScores, TwoStreamNet | None]:
+    """Train one fusion variant's head on cached tower features and score the test videos.
+
+    Returns (VideoScores, model); late fusion ("softmax") trains nothing and returns no model. The test
+    scores are saved beside the trained head, so a second call (another notebook, a re-run) neither
+    caches features nor trains again.
+    """
+    split = split or cfg.split
+    seed = cfg.seeds[0] if seed is None else seed
+    mode = mode or cfg.test_mode
+    s_bb, t_bb = backbone_name(cfg, variant.spatial), backbone_name(cfg, variant.temporal_tower)
+    tower_seed = cfg.seeds[0]  # towers are shared by every head seed
+    towers = Streams(f"{s_bb}+{t_bb}", train_stream(cfg, data, "spatial", backbone=s_bb, split=split),
+                     train_stream(cfg, data, "temporal", backbone=t_bb, split=split), split, tower_seed)
+    if variant.late:
+        return late_fusion(cfg, data, towers, towers, mode=mode), None
+    T = variant.clip_length(cfg)
+    model = build_fused(cfg, variant, towers, towers)
+    out = fusion_dir(cfg, variant, split, seed)
+    scores_path = out / f"scores-{mode}.npz"
+    if scores_path.exists():  # trained and tested before (e.g. Table 5's heads, reused by Table 6)
+        return load_scores(scores_path), model
+    s = data.split(split)
+    towers_key = (towers.digest("spatial"), towers.digest("temporal"), model.first_layer, T, split, cfg.max_videos)
+
+    def train_features():
+        clips = TwoStreamClips(data.store, limit_videos(s.train, cfg), clip_sampling(cfg, T=T, train=True),
+                               train=True, seed=cfg.seeds[0])
+        return cache_fusion_inputs(model, clips, epochs=cfg.feature_epochs, batch_size=cfg.batch_size,
+                                   device=cfg.device)
+
+    def test_features():
+        return cache_fusion_inputs(model, test_views(cfg, data, split, mode=mode), epochs=1,
+                                   batch_size=cfg.batch_size, device=cfg.device)
+
+    train_set = MEMO.get(("train-features", *towers_key, cfg.feature_epochs, cfg.seeds[0]), train_features)
+    test_set = MEMO.get(("test-features", *towers_key, mode, cfg.T, cfg.test_crop), test_features)
+    torch.manual_seed(seed)
+    head = FeatureHead(model)
+    train(head, train_set, None, train_config(cfg, out, lr=cfg.lr_fusion, epochs=cfg.epochs_fusion, seed=seed,
+                                              input_keys=("fa", "fb")))
+    scores = predict(head, test_set, batch_size=cfg.batch_size, device=cfg.device, input_keys=("fa", "fb"))
+    save_scores(scores, scores_path)
+    return scores, model

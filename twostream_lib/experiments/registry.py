@@ -1,0 +1,253 @@
+"""Every table of the paper in one place: :data:`TABLES` maps a name to its :class:`TableSpec`.
+
+A spec holds the table's title, the rows it trains (fusion :class:`~.fusion.Variant` s, or a row
+builder for the stream and IDT tables), the paper's claims about them, and whether the paper's
+parameter counts are shown. :func:`run_table` runs a spec for a profile and writes
+``results/tables/<name>.{csv,md}``. Adding a table = one entry here, one notebook, and its paper rows
+in :mod:`twostream_lib.paper`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import Markdown
+
+from twostream_lib import paper, tables
+from twostream_lib.config import Profile
+from twostream_lib.errors import ConfigError
+from twostream_lib.idt import idt_scores as compute_idt_scores
+from twostream_lib.idt import late_fuse_idt
+from twostream_lib.models.params import paper_counts
+
+from .cache import run_dir
+from .data import DataBundle, limit_videos
+from .findings import Claim, Finding, accuracy_row, check_claims, format_findings
+from .fusion import Variant, backbone_name, run_fusion
+from .streams import late_fusion, stream_scores, train_streams
+
+__all__ = ["TableSpec", "TABLES", "TableResult", "run_table", "OURS", "OURS_LATE", "idt_scores"]
+
+Rows = Callable[[Profile, DataBundle, "TableSpec", tuple], list]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table: title, what it trains, the claims it tests."""
+
+    name: str  # "table1" .. "table6": also the paper's table (twostream_lib.paper) and the output file
+    title: str
+    rows: Rows  # (cfg, data, spec, splits) -> [ResultRow]
+    claims: tuple[Claim, ...] = ()
+    variants: tuple[Variant, ...] = ()  # the fusion rows, for tables built by fusion_rows
+    param_counts: bool = False  # show the paper's #layers / #parameters beside ours (Tables 1, 2)
+
+
+@dataclass
+class TableResult:
+    """What a table notebook shows: the table (ours beside the paper's) and the findings."""
+
+    table: str
+    frame: pd.DataFrame
+    findings: list[Finding]
+    markdown: str
+    paths: tuple[Path, ...] = ()
+    runs: dict = field(default_factory=dict)  # row key -> [VideoScores], for confusion matrices
+
+    def show(self) -> Markdown:
+        return Markdown(self.markdown)
+
+    def show_findings(self) -> None:
+        print(format_findings(self.findings))
+
+
+# ---- row builders ---------------------------------------------------------------------------------
+
+
+def ran_label(label: str, cfg: Profile, variant: Variant) -> str:
+    """What a fusion row actually ran: its label and the two towers' backbones."""
+    return f"{label} (S: {backbone_name(cfg, variant.spatial)}, T: {backbone_name(cfg, variant.temporal_tower)})"
+
+
+def fusion_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, *, runs: dict) -> list:
+    """One row per variant: its heads trained with every seed on every split (late fusion: one run)."""
+    rows = []
+    for v in spec.variants:
+        scores, params = [], None
+        for split in splits:
+            for seed in (cfg.seeds if not v.late else cfg.seeds[:1]):
+                s, model = run_fusion(cfg, data, v, split=split, seed=seed)
+                scores.append(s)
+                if model is not None:
+                    params = sum(p.numel() for p in model.parameters()) / 1e6
+        runs[v.key] = scores
+        rows.append(accuracy_row(v.key, ran_label(v.label, cfg, v), scores, extra={"demo_params_m": params}))
+    return rows
+
+
+def stream_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, *, runs: dict) -> list:
+    """Table 3: each stream and their late fusion, for the shallow and the deep backbone."""
+    rows = []
+    for which, paper_name in (("shallow", "vgg_m_2048"), ("deep", "vgg16")):
+        bb = backbone_name(cfg, which)
+        per_split = [train_streams(cfg, data, backbone=bb, split=k) for k in splits]
+        for stream in ("spatial", "temporal"):
+            key = f"{stream}/{paper_name}"
+            runs[key] = [stream_scores(cfg, data, st, stream) for st in per_split]
+            rows.append(accuracy_row(key, f"{stream.title()}, {bb}", runs[key]))
+        key = f"late/{paper_name}"
+        runs[key] = [late_fusion(cfg, data, st, st) for st in per_split]
+        rows.append(accuracy_row(key, f"Late fusion, {bb}", runs[key]))
+    return rows
+
+
+TEMPORAL = dict(truncate=False, spatial="deep", temporal_tower="shallow", T=-1)  # T=-1: the profile's T
+OURS = Variant("ours/S:vgg16,T:vgg_m", "Ours, 3D conv + 3D pooling", temporal="conv3d_pool3d", **TEMPORAL)
+OURS_LATE = Variant("late/S:vgg16,T:vgg_m", "Late fusion of the same towers", fusion="softmax", layers=(),
+                    **TEMPORAL)
+
+
+def final_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, *, runs: dict) -> list:
+    """Table 5: the proposed architecture (Sec. 3.4) vs late fusion of the same towers, per split,
+    tested with the final protocol (Sec. 4.6); mean over the splits."""
+    rows = []
+    for v in (OURS_LATE, OURS):
+        runs[v.key] = [run_fusion(cfg, data, v, split=k, mode=cfg.final_test_mode)[0] for k in splits]
+        rows.append(accuracy_row(v.key, ran_label(v.label, cfg, v), runs[v.key]))
+    return rows
+
+
+def idt_scores(cfg: Profile, data: DataBundle, split: int):
+    """Fisher-vector-encoded IDT + linear SVM scores of the test videos (Table 6), cached on disk."""
+    s = data.split(split)
+    return compute_idt_scores(data.store, limit_videos(s.train, cfg), limit_videos(s.test, cfg),
+                              cache_dir=run_dir(cfg, "idt"), num_classes=len(s.classes),
+                              n_components=cfg.idt_components, C=cfg.idt_C, workers=2, seed=cfg.seeds[0],
+                              progress=False)
+
+
+def idt_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, *, runs: dict) -> list:
+    """Table 6: IDT alone, the ConvNet alone, and their late fusion: SVM scores averaged with the
+    ConvNet's pre-softmax predictions, each standardised per video first (Sec. 4.6)."""
+    idt, convnet, fused = [], [], []
+    for k in splits:
+        i = idt_scores(cfg, data, k)
+        c = run_fusion(cfg, data, OURS, split=k, mode=cfg.final_test_mode)[0]
+        idt.append(i)
+        convnet.append(c)
+        fused.append(late_fuse_idt(c, i))
+    runs.update({"idt": idt, OURS.key: convnet, "ours+idt/S:vgg16,T:vgg_m": fused})
+    return [accuracy_row("idt", "IDT (FV + linear SVM)", idt),
+            accuracy_row(OURS.key, ran_label(OURS.label, cfg, OURS), convnet),
+            accuracy_row("ours+idt/S:vgg16,T:vgg_m", ran_label("Ours + IDT", cfg, OURS), fused)]
+
+
+# ---- the tables -----------------------------------------------------------------------------------
+
+
+def _table(name, title, rows, claims, variants=(), param_counts=False) -> tuple[str, TableSpec]:
+    return name, TableSpec(name, title, rows, tuple(Claim(*c) for c in claims), tuple(variants), param_counts)
+
+
+TABLES: dict[str, TableSpec] = dict((
+    _table("table1", "Table 1: how to fuse (spatial fusion at ReLU5, Sec. 4.2)", fusion_rows, (
+        ("conv@relu5", ">=", "sum@softmax", "Conv fusion at ReLU5 matches or beats softmax averaging"),
+        ("sum@relu5", ">=", "sum@softmax", "Sum fusion at ReLU5 matches or beats softmax averaging"),
+        ("sum@relu5", ">", "max@relu5", "Max fusion at ReLU5 is weaker than sum fusion"),
+        ("conv@relu5", ">", "concat@relu5", "Concatenation at ReLU5 is weaker than conv fusion"),
+        ("conv@relu5", ">", "conv@fc6", "Fusion at an FC layer (FC6) is weaker than at ReLU5"),
+        ("conv@relu5", ">", "conv@fc8", "Fusion at an FC layer (FC8) is weaker than at ReLU5"),
+    ), variants=(
+        Variant("sum@softmax", "Sum / Softmax (late fusion)", fusion="softmax", layers=()),
+        Variant("max@relu5", "Max / ReLU5", fusion="max"),
+        Variant("concat@relu5", "Concatenation / ReLU5", fusion="concat"),
+        Variant("bilinear@relu5", "Bilinear / ReLU5", fusion="bilinear"),
+        Variant("sum@relu5", "Sum / ReLU5", fusion="sum"),
+        Variant("conv@relu5", "Conv / ReLU5", fusion="conv"),
+        Variant("conv@relu5/gaussian", "Conv / ReLU5, Gaussian init", fusion="conv", conv_init="gaussian"),
+        Variant("conv@fc6", "Conv / FC6", fusion="conv", layers=("fc6",)),
+        Variant("conv@fc8", "Conv / FC8", fusion="conv", layers=("fc8",)),
+    ), param_counts=True),
+    _table("table2", "Table 2: where to fuse (conv fusion, Sec. 4.3)", fusion_rows, (
+        ("conv@relu5", ">", "conv@relu2", "Fusing at ReLU2 is weaker than at ReLU5"),
+        ("conv@relu5", ">", "conv@relu3", "Fusing at ReLU3 is weaker than at ReLU5"),
+        ("conv@relu5", ">", "conv@relu4", "Fusing at ReLU4 is weaker than at ReLU5"),
+        ("conv@relu5+fc8", ">=", "conv@relu5", "Adding FC8 fusion to ReLU5 fusion matches it"),
+        ("conv@relu5", ">", "conv@relu3+relu5+fc6", "Multiple fusions that include an early layer are weaker"),
+    ), variants=(
+        Variant("conv@relu2", "Conv / ReLU2", layers=("relu2",)),
+        Variant("conv@relu3", "Conv / ReLU3", layers=("relu3",)),
+        Variant("conv@relu4", "Conv / ReLU4", layers=("relu4",)),
+        Variant("conv@relu5", "Conv / ReLU5", layers=("relu5",)),
+        Variant("conv@relu5+fc8", "Conv / ReLU5 + FC8", layers=("relu5", "fc8"), truncate=False),
+        Variant("conv@relu3+relu5+fc6", "Conv / ReLU3 + ReLU5 + FC6", layers=("relu3", "relu5", "fc6")),
+    ), param_counts=True),
+    _table("table3", "Table 3: deep vs very deep two-stream networks (Sec. 4.4)", stream_rows, (
+        ("late/vgg16", ">", "late/vgg_m_2048", "The deeper backbone's late fusion beats the shallower one's"),
+        ("spatial/vgg16", ">", "spatial/vgg_m_2048", "The deeper spatial stream beats the shallower one"),
+        ("late/vgg_m_2048", ">", "spatial/vgg_m_2048", "Late fusion beats the spatial stream (shallow)"),
+        ("late/vgg_m_2048", ">", "temporal/vgg_m_2048", "Late fusion beats the temporal stream (shallow)"),
+        ("late/vgg16", ">", "spatial/vgg16", "Late fusion beats the spatial stream (deep)"),
+        ("late/vgg16", ">", "temporal/vgg16", "Late fusion beats the temporal stream (deep)"),
+    )),
+    _table("table4", "Table 4: temporal fusion, both towers kept (Sec. 4.5)", fusion_rows, (
+        ("conv2d+pool3d", ">=", "conv2d+pool2d", "3D pooling matches or beats 2D pooling"),
+        ("conv3d+pool3d", ">=", "conv2d+pool3d", "3D conv + 3D pooling matches or beats 2D conv + 3D pooling"),
+        ("conv3d+pool3d", ">", "conv2d+pool2d", "3D conv + 3D pooling beats 2D conv + 2D pooling"),
+        ("conv2d+pool2d", ">=", "late", "Conv fusion (2D) matches or beats late fusion of the same towers"),
+    ), variants=(
+        Variant("late", "Late fusion (softmax average) of the same towers", fusion="softmax", layers=(), **TEMPORAL),
+        Variant("conv2d+pool2d", "2D Conv / 2D pooling / ReLU5 +", temporal="pool2d", **TEMPORAL),
+        Variant("conv2d+pool3d", "2D Conv / 3D pooling / ReLU5 +", temporal="pool3d", **TEMPORAL),
+        Variant("conv3d+pool3d", "3D Conv / 3D pooling / ReLU5 +", temporal="conv3d_pool3d", **TEMPORAL),
+    )),
+    _table("table5", "Table 5: mean accuracy over splits (Sec. 4.6)", final_rows, (
+        ("ours/S:vgg16,T:vgg_m", ">", "late/S:vgg16,T:vgg_m",
+         "Ours (3D conv + 3D pooling) beats late fusion of the same two towers, over the splits"),
+    )),
+    _table("table6", "Table 6: late fusion with IDT features (Sec. 4.6)", idt_rows, (
+        ("ours+idt/S:vgg16,T:vgg_m", ">=", "ours/S:vgg16,T:vgg_m", "Late fusion with IDT matches or beats the ConvNet alone"),
+        ("ours+idt/S:vgg16,T:vgg_m", ">", "idt", "Late fusion with IDT beats IDT alone"),
+    )),
+))
+
+
+def paper_dataset(data: DataBundle) -> str:
+    """The data set whose paper numbers are shown beside a run: the run's own (the synthetic set
+    stands in for UCF101, on which every table of the paper reports)."""
+    return data.dataset if data.dataset in ("ucf101", "hmdb51") else "ucf101"
+
+
+def run_table(cfg: Profile, data: DataBundle, table: str, *, splits=None) -> TableResult:
+    """Run every row of ``table`` for the profile, write ``results/tables/<table>.{csv,md}``."""
+    if table not in TABLES:
+        raise ConfigError(f"unknown table {table!r}; expected one of {sorted(TABLES)}")
+    spec = TABLES[table]
+    splits = tuple(splits or (cfg.split,))
+    runs: dict = {}
+    rows = spec.rows(cfg, data, spec, splits, runs=runs)
+    frame = tables.build_table(table, rows, profile=cfg.name, dataset=data.dataset,
+                               split=",".join(map(str, splits)), paper_dataset=paper_dataset(data),
+                               paper_counts=paper_counts() if spec.param_counts else None)
+    findings = check_claims(spec.claims, {r.key: r for r in rows})
+    how = {r.uncertainty for r in rows if r.uncertainty}
+    notes = ("Accuracy in percent ± one standard error (" + "; ".join(sorted(how)) + "). "
+             f"Backbones: shallow = `{cfg.backbone}`, deep = `{cfg.deep_backbone}`."
+             "\n\nFindings:\n" + format_findings(findings))
+    paths = tables.write_table(frame, cfg.results_path, title=spec.title, notes=notes)
+    return TableResult(table, frame, findings, tables.to_markdown(frame, title=spec.title, notes=""), paths, runs)
+
+
+def _check_registry() -> None:
+    """Every claim names rows its table runs, and every paper row key exists (checked on import)."""
+    for name, spec in TABLES.items():
+        paper.paper_rows(name)  # raises if the paper module has no such table
+        keys = {v.key for v in spec.variants}
+        for c in spec.claims:
+            if keys and not {c.a, c.b} <= keys:
+                raise ConfigError(f"{name}: claim {c.text!r} names rows {c.a!r}, {c.b!r}; the table runs {sorted(keys)}")
+
+
+_check_registry()
