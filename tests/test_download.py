@@ -104,10 +104,14 @@ def test_safe_extract_zip_and_tar(tmp_path):
     assert archive_format(z) == "zip"
     assert sorted(safe_extract(z, tmp_path / "z")) == sorted(files)
     assert (tmp_path / "z" / "ucfTrainTestlist" / "classInd.txt").read_bytes() == b"1 A\n"
-    t = make_tar(tmp_path / "s.tar.gz", files, [_link("ucfTrainTestlist/alias.txt", "classInd.txt")])
+    t = make_tar(tmp_path / "s.tar.gz", files)
     assert archive_format(t) == "tar"
-    safe_extract(t, tmp_path / "t")
-    assert (tmp_path / "t" / "ucfTrainTestlist" / "alias.txt").read_bytes() == b"1 A\n"  # inside: allowed
+    assert sorted(safe_extract(t, tmp_path / "t")) == sorted(files)
+    assert (tmp_path / "t" / "ucfTrainTestlist" / "testlist01.txt").read_bytes() == b"A/v_A_g01_c01.avi\n"
+    t = make_tar(tmp_path / "l.tar.gz", files, [_link("ucfTrainTestlist/alias.txt", "classInd.txt")])
+    with pytest.raises(DataError, match=r"refusing link member 'ucfTrainTestlist/alias\.txt' -> 'classInd\.txt': "
+                                        r"archives with links are not unpacked"):
+        safe_extract(t, tmp_path / "l")  # a link, even inside: refused (issue 13)
 
 
 @pytest.mark.parametrize(
@@ -420,3 +424,47 @@ def test_verify_a_frame_store(tmp_path):
     with pytest.raises(DataError, match="data root .*nowhere does not exist"):
         verify_dataset("synthetic", tmp_path / "nowhere", splits)
     assert cli_main(["verify", "synthetic", str(tmp_path / "nowhere"), "--splits", str(splits)]) == 2
+
+
+# ---- checksums ----------------------------------------------------------------------------------
+
+
+@pytest.mark.fault
+def test_archives_are_checked_against_sha256(tmp_path, http_server, monkeypatch, capsys):
+    """An archive that differs from its published or first-recorded SHA-256 (server changed, disk damaged): fetch and verify name it."""
+    import hashlib
+
+    data = make_zip(tmp_path / "s.zip", {"ucfTrainTestlist/classInd.txt": b"1 A\n"}).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    http_server.files["/s.zip"] = data
+    step = Step("splits", (http_server.url + "/s.zip",), "splits")
+    root = tmp_path / "ucf101"
+    fetch_step(step, root, keep_archives=True, progress=False)
+    assert (root / "archives.sha256").read_text() == f"{digest}  s.zip\n"  # recorded on first download
+    assert dl.verify_archives(root) == (1, [])
+    # the kept archive is damaged on disk: verify names it
+    (root / "downloads" / "s.zip").write_bytes(data[:-1] + b"!")
+    checked, problems = dl.verify_archives(root)
+    assert checked == 1 and len(problems) == 1 and "s.zip" in problems[0] and digest in problems[0]
+    (root / "videos").mkdir()
+    for g in (1, 2):
+        (root / "videos" / f"v_A_g0{g}_c01.avi").write_bytes(b"avi")
+    shutil.copytree(root / "splits" / "ucfTrainTestlist", root / "splits", dirs_exist_ok=True)
+    (root / "splits" / "trainlist01.txt").write_text("A/v_A_g01_c01.avi 1\n")
+    (root / "splits" / "testlist01.txt").write_text("A/v_A_g02_c01.avi\n")
+    assert cli_main(["verify", "synthetic", str(root / "videos"), "--split", "1"]) == 1
+    assert "s.zip" in capsys.readouterr().out
+    # the server now sends other bytes: a new download is refused, naming both digests
+    (root / "downloads" / "s.zip").unlink()
+    (root / ".fetched" / "splits.done").unlink()
+    http_server.files["/s.zip"] = data[:-1] + b"!"
+    with pytest.raises(DataError, match=rf"s\.zip: SHA-256 \w+ differs from the one recorded .*{digest}"):
+        fetch_step(step, root, keep_archives=True, progress=False)
+    (root / "archives.sha256").write_text("not a digest  s.zip\n")
+    with pytest.raises(DataError, match=r"archives\.sha256, line 1: expected '<sha256>  <file name>'"):
+        dl.verify_archives(root)
+    # a published digest is checked on the first download already
+    monkeypatch.setitem(dl.PUBLISHED_SHA256, http_server.url + "/p.zip", "0" * 64)
+    http_server.files["/p.zip"] = data
+    with pytest.raises(DataError, match=r"p\.zip: SHA-256 \w+ differs from the published 0{64}"):
+        fetch_step(Step("p", (http_server.url + "/p.zip",), "splits"), tmp_path / "hmdb51", progress=False)

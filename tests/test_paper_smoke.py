@@ -21,6 +21,7 @@ def ucf_root(real_data, tmp_path_factory):
     frames = root / "frames"
     for part in ("jpegs_256", "tvl1_flow/u", "tvl1_flow/v"):
         shutil.copytree(frames / part / "v_Basketball_g01_c01", frames / part / "v_Basketball_g02_c01")
+    shutil.copy(frames / ".done" / "v_Basketball_g01_c01.json", frames / ".done" / "v_Basketball_g02_c01.json")
     splits = root / "splits"
     splits.mkdir(parents=True)
     shutil.copy(real_data.ucf_splits / "classInd.txt", splits / "classInd.txt")

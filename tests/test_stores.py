@@ -2,6 +2,7 @@
 packed layout, which must decode to the very same arrays."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -202,6 +203,25 @@ def test_pack_store_resumes_and_reports_corrupt_packs(tmp_path):
     (tmp_path / "out" / "packed" / "v_C.pack").write_bytes(b"GIF89a...........")
     with pytest.raises(DataError, match=r"v_C.pack: not a packed frame file"):
         open_store(tmp_path / "out").num_frames("v_C")
+
+
+def test_prepare_markers_are_checked_against_the_disk(tmp_path):
+    jpeg = make_authors_store(tmp_path / "jpeg")  # 4 RGB, 3 flow frames
+    assert open_store(jpeg).counts("v_A_g01_c01") == FrameCounts(4, 3)  # no markers: read as found
+    (jpeg / "prepare.json").write_text("{}")  # written by prepare: a video without a marker is unfinished
+    with pytest.raises(DataError, match=r"'v_A_g01_c01' .* has no marker \.done/v_A_g01_c01\.json.*did not finish"):
+        open_store(jpeg).counts("v_A_g01_c01")
+    (jpeg / ".done").mkdir()
+    (jpeg / ".done" / "v_A_g01_c01.json").write_text(json.dumps({"frames": 4, "flow_frames": 3}))
+    assert open_store(jpeg).num_frames("v_A_g01_c01") == 4
+    pack_store(jpeg, tmp_path / "p", progress=False)
+    (tmp_path / "p" / ".done").mkdir()
+    (tmp_path / "p" / ".done" / "v_A_g01_c01.json").write_text(json.dumps({"frames": 14, "flow_frames": 13}))
+    with pytest.raises(DataError, match=r"records 14 RGB and 13 flow frames, the disk holds 4 RGB and 3 flow"):
+        open_store(tmp_path / "p").read_rgb("v_A_g01_c01", [0])
+    (tmp_path / "p" / ".done" / "v_A_g01_c01.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"marker .*v_A_g01_c01\.json is unreadable"):
+        open_store(tmp_path / "p").counts("v_A_g01_c01")
 
 
 def test_pack_real_mmaction_frames(real_data, tmp_path):

@@ -22,9 +22,10 @@ from typing import Any
 
 from twostream_lib.errors import StorageError
 
-__all__ = ["atomic_write", "atomic_write_json", "temporary_name"]
+__all__ = ["STORAGE_ERRNOS", "atomic_write", "atomic_write_json", "temporary_name"]
 
-_STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+#: OS errors that mean "the disk cannot take this file", with the words used in messages.
+STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
                    errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
 
 
@@ -63,8 +64,8 @@ def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], Any],
         os.replace(tmp, path)
     except BaseException as err:
         tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError) and not isinstance(err, StorageError) and err.errno in _STORAGE_ERRNOS:
-            raise StorageError(err.errno, f"{path}: {_STORAGE_ERRNOS[err.errno]} while writing it "
+        if isinstance(err, OSError) and not isinstance(err, StorageError) and err.errno in STORAGE_ERRNOS:
+            raise StorageError(err.errno, f"{path}: {STORAGE_ERRNOS[err.errno]} while writing it "
                                           f"(nothing was changed there)") from err
         raise
     return path

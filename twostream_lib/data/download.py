@@ -14,13 +14,23 @@ checks an existing copy. The layout it creates under ``--root`` (default ``data`
 The official UCF101 and HMDB51 archives are RAR (HMDB51's holds one RAR per class); they are read
 with the ``rarfile`` package or an ``unrar``/``bsdtar``/``7z`` program, whichever is present. The
 precomputed UCF101 frames and flow released with the paper's code are split zip files (``.001``,
-``.002``, ``.003``) that are concatenated before unpacking. Unpacking refuses any member that would
-land outside the target folder (absolute paths, ``..``, links pointing outside, device files).
+``.002``, ``.003``) that are concatenated before unpacking.
+
+Faults it survives (tests/test_faults_unpack.py, tests/test_download.py): every archive is checked
+against its SHA-256 (published, or recorded at its first download in ``<root>/<dataset>/archives.sha256``,
+which ``verify`` checks too); unpacking refuses, before writing anything, absolute paths, ``..``, link
+members of any kind (the official archives hold none), members under a link, device files, archives
+unpacking to more than a cap or at a suspicious compression ratio, and archives larger than the free
+disk; a corrupt archive or member is a DataError naming it, a full disk a StorageError naming the file.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import hashlib
 import http.client
+import lzma
 import os
 import re
 import shutil
@@ -32,15 +42,20 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from tqdm import tqdm
 
-from twostream_lib.data.splits import OFFICIAL_NUM_CLASSES, OFFICIAL_SPLIT_SIZES, load_split
+from twostream_lib.data.splits import (
+    OFFICIAL_NUM_CLASSES,
+    OFFICIAL_SPLIT_SIZES,
+    load_split,
+)
 from twostream_lib.data.stores import detect_layout, open_store
-from twostream_lib.errors import ConfigError, DataError
+from twostream_lib.errors import ConfigError, DataError, StorageError
 from twostream_lib.files import atomic_write
 
 _TUGRAZ = "http://ftp.tugraz.at/pub/feichtenhofer/tsfusion/data/"
@@ -154,6 +169,71 @@ def _content_range_total(header: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+# ---- checksums -----------------------------------------------------------------------------
+
+ARCHIVE_HASHES = "archives.sha256"  # <root>/<dataset>/archives.sha256, in `sha256sum` format
+#: SHA-256 published by the hosts, by URL, checked from the first download on. None of the hosts
+#: (crcv.ucf.edu, serre-lab.clps.brown.edu, ftp.tugraz.at) publishes one for these archives as far as we
+#: know, so the digest of the first download is recorded in ARCHIVE_HASHES and checked from then on.
+PUBLISHED_SHA256: dict[str, str] = {}
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_archive_hashes(dataset_root: str | Path) -> dict[str, str]:
+    """File name -> SHA-256 recorded in ``dataset_root/archives.sha256`` (empty if there is none)."""
+    path = Path(dataset_root) / ARCHIVE_HASHES
+    if not path.is_file():
+        return {}
+    hashes = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        m = re.fullmatch(r"([0-9a-f]{64}) [ *](.+)", line.strip())
+        if not m:
+            raise DataError(f"{path}, line {number}: expected '<sha256>  <file name>', got {line!r}")
+        hashes[m.group(2)] = m.group(1)
+    return hashes
+
+
+def check_archive(path: str | Path, url: str, dataset_root: str | Path) -> str:
+    """Check a downloaded archive against its published SHA-256, else the one recorded at its first
+    download (recording it now if there is none); returns the digest. DataError naming both digests."""
+    path = Path(path)
+    digest = sha256_file(path)
+    advice = "the download is damaged or the file changed on the server; delete it and fetch again"
+    published = PUBLISHED_SHA256.get(url)
+    if published and digest != published:
+        raise DataError(f"{path}: SHA-256 {digest} differs from the published {published} ({url}): {advice}")
+    hashes = read_archive_hashes(dataset_root)
+    recorded = hashes.get(path.name)
+    if recorded and digest != recorded:
+        raise DataError(f"{path}: SHA-256 {digest} differs from the one recorded at its first download, {recorded} "
+                        f"(in {Path(dataset_root) / ARCHIVE_HASHES}): {advice}")
+    if not recorded:
+        hashes[path.name] = digest
+        atomic_write(Path(dataset_root) / ARCHIVE_HASHES, "".join(f"{h}  {n}\n" for n, h in sorted(hashes.items())))
+    return digest
+
+
+def verify_archives(dataset_root: str | Path) -> tuple[int, list[str]]:
+    """(archives checked, problems): every archive still in ``downloads/`` against its recorded digest."""
+    root = Path(dataset_root)
+    checked, problems = 0, []
+    for name, recorded in sorted(read_archive_hashes(root).items()):
+        path = root / "downloads" / name
+        if path.is_file():  # deleted after unpacking unless --keep-archives
+            checked += 1
+            digest = sha256_file(path)
+            if digest != recorded:
+                problems.append(f"{path}: SHA-256 {digest}, recorded at its first download {recorded}")
+    return checked, problems
+
+
 # ---- split zip parts ---------------------------------------------------------------------
 
 
@@ -210,16 +290,108 @@ def archive_format(path: str | Path) -> str:
     raise DataError(f"{path} is not a zip, tar or RAR archive")
 
 
-def safe_extract(archive: str | Path, dest: str | Path, *, progress: bool = False) -> list[str]:
+#: Unpacking caps, checked before anything is written. The largest known archive, the authors' UCF101
+#: JPEG frames, unpacks to tens of GB; JPEGs and videos hardly compress (ratio ~1), split lists ~15:1.
+MAX_UNPACKED_BYTES = 200 * 10**9
+MAX_RATIO = 100  # unpacked bytes per archive byte; a zip bomb reaches ~1000:1
+
+
+@dataclass(frozen=True)
+class _Member:
+    """One archive member that passed the checks: its name in the archive and where it goes."""
+
+    name: str
+    path: str  # relative to the target folder, "/"-separated
+    is_dir: bool
+    size: int  # bytes unpacked, as the archive declares (zipfile and tarfile stop reading there)
+    info: object = None  # the ZipInfo / TarInfo
+
+
+def safe_extract(
+    archive: str | Path,
+    dest: str | Path,
+    *,
+    progress: bool = False,
+    max_bytes: int = MAX_UNPACKED_BYTES,
+    max_ratio: float = MAX_RATIO,
+) -> list[str]:
     """Unpack a zip, tar (any compression) or RAR archive into ``dest``; returns the member names.
 
-    Every member is checked before anything is written: absolute paths, ``..`` components, links
-    whose target lies outside ``dest`` and device files raise DataError naming the member.
+    Zip and tar: every member is checked before anything is written. Absolute paths, ``..``, link
+    members of any kind (the official archives hold none, and a chain of links that each look
+    harmless can lead outside), members that would be written through a link already in ``dest``,
+    and device files raise DataError naming the member; an archive unpacking to more than
+    ``max_bytes`` or ``max_ratio`` times its own size raises DataError, and one larger than the free
+    space at ``dest`` raises StorageError. Members are then written one by one with ``atomic_write``,
+    so a corrupt member (DataError naming it) or a full disk (StorageError naming the file) leaves no
+    half-written file. No tar extraction filter is needed (or used), so any Python 3.10 behaves alike.
+    RAR: see ``_extract_rar``.
     """
     archive, dest = Path(archive), Path(dest)
     kind = archive_format(archive)
-    dest.mkdir(parents=True, exist_ok=True)
-    return {"zip": _extract_zip, "tar": _extract_tar, "rar": _extract_rar}[kind](archive, dest, progress)
+    if kind == "rar":
+        return _extract_rar(archive, dest, max_bytes, max_ratio)
+    with _open_archive(archive, kind, dest) as (members, read):
+        _check_before_writing(archive, dest, members, max_bytes, max_ratio)
+        dest.mkdir(parents=True, exist_ok=True)
+        for m in tqdm(members, desc=f"unpack {archive.name}", unit="file", disable=not progress):
+            target = dest / m.path
+            if m.is_dir:
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            try:
+                atomic_write(target, lambda tmp, m=m: _copy_member(read, m, tmp), fsync=False)
+            except _CorruptMember as err:
+                raise DataError(f"{archive}: member {m.name!r} is corrupt or truncated ({err.__cause__}); "
+                                f"delete the archive and download it again") from None
+        return [m.name for m in members]
+
+
+class _CorruptMember(Exception):
+    """Reading a member's bytes from the archive failed (the cause says how)."""
+
+
+def _copy_member(read, member: _Member, tmp: Path) -> None:
+    with read(member) as src, open(tmp, "wb") as dst:
+        while True:
+            try:
+                chunk = src.read(1 << 20)
+            except Exception as err:  # bad CRC, truncated stream, ...: the archive's fault, not the disk's
+                raise _CorruptMember() from err
+            if not chunk:
+                return
+            dst.write(chunk)
+
+
+@contextlib.contextmanager
+def _open_archive(archive: Path, kind: str, dest: Path):
+    """(checked members, a function opening one member's bytes) of a zip or tar archive."""
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(archive) as zf:
+                yield [_zip_member(zf, info, dest, archive) for info in zf.infolist()], lambda m: zf.open(m.info)
+        else:
+            with tarfile.open(archive) as tf:
+                yield [_tar_member(m, dest, archive) for m in tf.getmembers()], lambda m: tf.extractfile(m.info)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError) as err:
+        raise DataError(f"{archive}: corrupt or truncated archive ({type(err).__name__}: {err}); "
+                        f"delete it and download it again") from None
+
+
+def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, archive: Path) -> _Member:
+    path = check_member(info.filename, dest, archive)
+    if stat.S_ISLNK(info.external_attr >> 16):
+        _refuse_link(info.filename, zf.read(info).decode("utf-8", "replace"), archive)
+    return _Member(info.filename, path, info.is_dir(), 0 if info.is_dir() else info.file_size, info)
+
+
+def _tar_member(m: tarfile.TarInfo, dest: Path, archive: Path) -> _Member:
+    path = check_member(m.name, dest, archive)
+    if m.issym() or m.islnk():
+        _refuse_link(m.name, m.linkname, archive, hard=m.islnk())
+    if not (m.isfile() or m.isdir()):
+        raise DataError(f"{archive}: refusing member {m.name!r}: device, fifo or other special file")
+    return _Member(m.name, path, m.isdir(), 0 if m.isdir() else m.size, m)
 
 
 def check_member(name: str, dest: Path, archive: Path) -> str:
@@ -232,42 +404,51 @@ def check_member(name: str, dest: Path, archive: Path) -> str:
     return "/".join(parts)
 
 
-def _check_link(name: str, target: str, dest: Path, archive: Path, *, hard: bool = False) -> None:
-    """A link member must point inside ``dest`` (symlinks relative to their folder, hard links to the root)."""
+def _refuse_link(name: str, target: str | None, archive: Path, *, hard: bool = False) -> None:
+    """Links are never unpacked; the message says where this one points (symlinks relative to their folder)."""
+    if target is None:
+        raise DataError(f"{archive}: refusing link member {name!r}: archives with links are not unpacked "
+                        f"(the official ones hold none)")
     if target.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", target):
-        raise DataError(f"{archive}: refusing link member {name!r} -> {target!r}: absolute target")
-    base = "" if hard else os.path.dirname(name)
-    root = os.path.abspath(dest)
-    resolved = os.path.normpath(os.path.join(root, base, target))
-    if resolved != root and not resolved.startswith(root + os.sep):
-        raise DataError(f"{archive}: refusing link member {name!r} -> {target!r}: it points outside {dest}")
+        why = "absolute target; "
+    else:
+        base = "" if hard else os.path.dirname(name)
+        outside = os.path.normpath(os.path.join(base, target)).split(os.sep)[0] == ".."
+        why = "it points outside the target folder; " if outside else ""
+    raise DataError(f"{archive}: refusing link member {name!r} -> {target!r}: {why}archives with links are not "
+                    f"unpacked (the official ones hold none)")
 
 
-def _extract_zip(archive: Path, dest: Path, progress: bool) -> list[str]:
-    with zipfile.ZipFile(archive) as zf:
-        infos = zf.infolist()
-        for info in infos:
-            check_member(info.filename, dest, archive)
-            if stat.S_ISLNK(info.external_attr >> 16):
-                _check_link(info.filename, zf.read(info).decode("utf-8", "replace"), dest, archive)
-        for info in tqdm(infos, desc=f"unzip {archive.name}", unit="file", disable=not progress):
-            zf.extract(info, dest)
-    return [i.filename for i in infos]
+def _check_before_writing(archive: Path, dest: Path, members: list[_Member], max_bytes: int, max_ratio: float) -> None:
+    """Before writing: no member through a link already in ``dest``; total, ratio and free disk within bounds."""
+    checked: set[Path] = set()
+    for m in members:
+        folder = dest
+        for part in m.path.split("/"):
+            folder = folder / part
+            if folder not in checked:
+                if folder.is_symlink():
+                    raise DataError(f"{archive}: refusing member {m.name!r}: it would be written through the link "
+                                    f"{folder} -> {os.readlink(folder)}")
+                checked.add(folder)
+    total = sum(m.size for m in members)
+    if total > max_bytes:
+        raise DataError(f"{archive}: unpacks to {_size(total)}, more than the cap of {_size(max_bytes)} "
+                        f"(max_bytes); nothing was written")
+    ratio = total / max(1, archive.stat().st_size)
+    if ratio > max_ratio:
+        raise DataError(f"{archive}: a compression ratio of {ratio:.0f}:1 ({archive.stat().st_size} bytes unpack "
+                        f"to {_size(total)}) is above the cap of {max_ratio:g}:1 (max_ratio): an archive bomb? "
+                        f"Nothing was written")
+    existing = next(p for p in (dest, *dest.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if total > free:
+        raise StorageError(errno.ENOSPC, f"{archive} unpacks to {_size(total)} but only {_size(free)} are free "
+                                         f"at {dest}; nothing was written")
 
 
-def _extract_tar(archive: Path, dest: Path, progress: bool) -> list[str]:
-    with tarfile.open(archive) as tf:
-        members = tf.getmembers()
-        for m in members:
-            check_member(m.name, dest, archive)
-            if m.issym() or m.islnk():
-                _check_link(m.name, m.linkname, dest, archive, hard=m.islnk())
-            elif not (m.isfile() or m.isdir()):
-                raise DataError(f"{archive}: refusing member {m.name!r}: device, fifo or other special file")
-        kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        for m in tqdm(members, desc=f"untar {archive.name}", unit="file", disable=not progress):
-            tf.extract(m, dest, **kwargs)
-    return [m.name for m in members]
+def _size(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 # -- RAR: through the rarfile package or an unrar / bsdtar / 7z program ---------------------
@@ -299,7 +480,11 @@ def rar_backend() -> tuple[str, str | None]:
     raise DataError(NO_RAR_BACKEND.format(archive="(any)"))
 
 
-def _extract_rar(archive: Path, dest: Path, progress: bool) -> list[str]:
+def _extract_rar(archive: Path, dest: Path, max_bytes: int, max_ratio: float) -> list[str]:
+    """RAR through the ``rarfile`` package: checked as zip and tar are, before writing. Through an
+    ``unrar``/``bsdtar``/``7z`` program, whose listings give names only: the names are checked before,
+    sizes are not, and links are refused after extraction (``unrar`` >= 6.12 and ``bsdtar`` refuse to
+    write through links themselves)."""
     try:
         backend, exe = rar_backend()
     except DataError:
@@ -308,14 +493,22 @@ def _extract_rar(archive: Path, dest: Path, progress: bool) -> list[str]:
         import rarfile
 
         with rarfile.RarFile(archive) as rf:
-            names = [info.filename for info in rf.infolist()]
-            for name in names:
-                check_member(name, dest, archive)
+            infos = rf.infolist()
+            members = []
+            for info in infos:
+                if info.is_symlink():
+                    _refuse_link(info.filename, None, archive)
+                path = check_member(info.filename, dest, archive)
+                members.append(_Member(info.filename, path, info.is_dir(), 0 if info.is_dir() else info.file_size))
+            _check_before_writing(archive, dest, members, max_bytes, max_ratio)
+            dest.mkdir(parents=True, exist_ok=True)
             rf.extractall(dest)
+        names = [m.name for m in members]
     else:
         names = _rar_list(backend, exe, archive)
-        for name in names:
-            check_member(name, dest, archive)
+        _check_before_writing(archive, dest, [_Member(n, check_member(n, dest, archive), False, 0) for n in names],
+                     max_bytes, max_ratio)
+        dest.mkdir(parents=True, exist_ok=True)
         _run_tool(_rar_extract_cmd(backend, exe, archive, dest), archive)
     _check_extracted_links(names, dest, archive)
     return names
@@ -349,15 +542,16 @@ def _run_tool(cmd: list[str], archive: Path) -> str:
 
 
 def _check_extracted_links(names: list[str], dest: Path, archive: Path) -> None:
-    """After an external program ran: remove and refuse any extracted link that points outside dest."""
+    """After an external program ran: remove and refuse any extracted link (saying if it points outside)."""
     root = os.path.realpath(dest)
     for name in names:
         path = dest / check_member(name, dest, archive)
         if path.is_symlink():
             target = os.path.realpath(path)
-            if target != root and not target.startswith(root + os.sep):
-                path.unlink()
-                raise DataError(f"{archive}: refusing link member {name!r}: it points outside {dest}")
+            path.unlink()
+            where = "it points outside" if target != root and not target.startswith(root + os.sep) else "inside"
+            raise DataError(f"{archive}: refusing link member {name!r}: {where} {dest}; archives with links are "
+                            f"not unpacked (the official ones hold none)")
 
 
 # ---- fetch: download + unpack + move into place ------------------------------------------
@@ -366,7 +560,8 @@ def _check_extracted_links(names: list[str], dest: Path, archive: Path) -> None:
 def fetch_step(step: Step, dataset_root: str | Path, *, keep_archives: bool = False, progress: bool = True) -> Path:
     """Download, unpack and move one step's content into ``dataset_root/step.into``; resumable.
 
-    A step that finished before (marker ``.fetched/<name>.done``) is skipped.
+    Each archive is checked against its SHA-256 (``check_archive``) before unpacking. A step that
+    finished before (marker ``.fetched/<name>.done``) is skipped.
     """
     root = Path(dataset_root)
     marker = root / ".fetched" / f"{step.name}.done"
@@ -375,6 +570,8 @@ def fetch_step(step: Step, dataset_root: str | Path, *, keep_archives: bool = Fa
         return target
     downloads = root / "downloads"
     files = [download(url, downloads / url.rsplit("/", 1)[-1], progress=progress) for url in step.urls]
+    for url, path in zip(step.urls, files):
+        check_archive(path, url, root)
     archive = files[0] if len(files) == 1 else concat_parts(files, downloads / files[0].name[:-4])
     staging = root / ".unpack" / step.name
     shutil.rmtree(staging, ignore_errors=True)
@@ -387,8 +584,7 @@ def fetch_step(step: Step, dataset_root: str | Path, *, keep_archives: bool = Fa
         staging = inner_root
     merge_move(staging / step.strip if step.strip else staging, target)
     shutil.rmtree(root / ".unpack", ignore_errors=True)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text("\n".join(step.urls) + "\n")
+    atomic_write(marker, "\n".join(step.urls) + "\n")
     if not keep_archives:
         for path in {*files, archive}:
             path.unlink(missing_ok=True)
@@ -448,10 +644,13 @@ class VerifyReport:
     splits: list[SplitCheck] = field(default_factory=list)
     case_mismatch: list[str] = field(default_factory=list)  # found only with other letter case
     incomplete: list[str] = field(default_factory=list)  # frames: no RGB or no flow frames
+    damaged: list[str] = field(default_factory=list)  # frames disagreeing with prepare's marker (or without one)
+    archives_checked: int = 0  # archives in downloads/ checked against archives.sha256
+    archive_problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return all(s.ok for s in self.splits) and not self.incomplete
+        return all(s.ok for s in self.splits) and not (self.incomplete or self.damaged or self.archive_problems)
 
     @property
     def exit_code(self) -> int:
@@ -474,6 +673,13 @@ class VerifyReport:
         if self.incomplete:
             lines.append(f"  INCOMPLETE {len(self.incomplete)} video(s) without RGB or flow frames:")
             lines += [f"    {m}" for m in self.incomplete[:max_list]]
+        if self.damaged:
+            lines.append(f"  DAMAGED {len(self.damaged)} video(s) whose frames on disk disagree with prepare's marker:")
+            lines += [f"    {m}" for m in self.damaged[:max_list]]
+        if self.archives_checked or self.archive_problems:
+            lines.append(f"  archives: {self.archives_checked} checked against {ARCHIVE_HASHES}, "
+                         f"{len(self.archive_problems)} differ")
+            lines += [f"    {m}" for m in self.archive_problems]
         if self.case_mismatch:
             lines.append(
                 f"  note: {len(self.case_mismatch)} video(s) found only with different letter case "
@@ -496,7 +702,9 @@ def verify_dataset(
 
     Per split: classes, listed vs official train/test counts, and every listed video present (by
     name, so flat and per-class folders both work; a different letter case is accepted and noted).
-    For a frame store, videos with no RGB or no flow frames are reported as incomplete.
+    For a frame store, videos with no RGB or no flow frames are reported as incomplete, and videos
+    whose frames disagree with prepare's marker as damaged. Archives kept in ``root/../downloads`` are
+    checked against ``root/../archives.sha256``.
     """
     root = Path(root)
     if not root.is_dir():
@@ -511,9 +719,15 @@ def verify_dataset(
         report.splits.append(check)
     report.case_mismatch = sorted(k for k, v in found.items() if k != v)
     if store is not None:
-        report.incomplete = sorted(
-            listed for listed, disk in found.items() if min(store.counts(disk).rgb, store.counts(disk).flow) == 0
-        )
+        for listed, disk in sorted(found.items()):
+            try:
+                counts = store.counts(disk)  # checks prepare's marker against the disk
+            except DataError as err:
+                report.damaged.append(f"{listed}: {err}")
+                continue
+            if min(counts.rgb, counts.flow) == 0:
+                report.incomplete.append(listed)
+    report.archives_checked, report.archive_problems = verify_archives(root.parent)
     return report
 
 
@@ -571,8 +785,8 @@ def cli_main(argv: list[str]) -> int:
             return _fetch_cli(rest)
         if command == "verify":
             return _verify_cli(rest)
-    except (ConfigError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ConfigError, DataError, StorageError) as err:
+        print(f"error: {err.strerror if isinstance(err, StorageError) else err}", file=sys.stderr)
         return 2
     print(f"unknown command {command!r}; expected 'fetch' or 'verify'", file=sys.stderr)
     return 2

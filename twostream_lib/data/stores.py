@@ -31,6 +31,12 @@ frames usable together with flow: ``min(rgb, flow + 1)`` (``rgb`` when there is 
 ``flow + 1`` when there are no RGB frames). Every RGB index below ``num_frames`` then has its flow
 frames, and samplers need only this one number. Reading past what is on disk raises DataError.
 
+Markers. ``python -m twostream_lib prepare`` writes ``root/.done/<video>.json`` (``frames``,
+``flow_frames``, counted on disk) after a video's frames are in place, and ``root/prepare.json`` once.
+``counts(video)`` checks the marker against the frames found and raises DataError naming the video when
+they disagree, or when ``root`` was written by prepare and the video has no marker (its preparation did
+not finish); stores without markers (the authors' download, mmaction2 folders) are read as found.
+
 Reading is safe in DataLoader worker processes: files are opened per call, nothing is shared.
 Decoding uses ``cv2.imdecode`` (libjpeg-turbo), which is deterministic.
 
@@ -43,6 +49,7 @@ Packed file format (little-endian)::
 """
 from __future__ import annotations
 
+import json
 import operator
 import os
 import re
@@ -64,6 +71,8 @@ FLOW_DIR = "tvl1_flow"
 PACK_DIR = "packed"
 PACK_SUFFIX = ".pack"
 PACK_MAGIC = b"TSPACK01"
+DONE_DIR = ".done"  # prepare's markers: <root>/.done/<video>.json
+PREPARE_RECORD = "prepare.json"  # prepare's settings: its presence marks a root that prepare wrote
 _HEADER = struct.Struct("<8sII")
 _JPEG_EOI = b"\xff\xd9"
 
@@ -200,7 +209,11 @@ class _StoreBase:
         """RGB and flow frames on disk for ``video`` (cached)."""
         name = self._resolve(video)
         if name not in self._counts:
-            self._counts[name] = self._count(self._videos()[name])
+            counts = self._count(self._videos()[name])
+            problem = marker_problem(self.root, name, counts)
+            if problem:
+                raise DataError(problem)
+            self._counts[name] = counts
         return self._counts[name]
 
     def num_frames(self, video: str) -> int:
@@ -270,6 +283,44 @@ class _StoreBase:
         raise NotImplementedError
 
 
+def marker_problem(root: str | Path, video: str, counts: FrameCounts) -> str | None:
+    """Why ``video``'s frames under ``root`` cannot be trusted, or None: its prepare marker records other
+    frame counts than ``counts`` (found on disk), or ``root`` was written by prepare and it has no marker.
+
+    Two prepare runs on one folder once left a marker of 14 frames over 3 frames on disk; the marker
+    is now written from the disk, and every reader checks it (a few hundred bytes per video, once).
+    """
+    root = Path(root)
+    marker = root / DONE_DIR / f"{video}.json"
+    try:
+        record = json.loads(marker.read_text())
+    except FileNotFoundError:
+        if (root / PREPARE_RECORD).is_file():
+            return (f"video {video!r} in {root} has no marker {DONE_DIR}/{video}.json: its preparation did not "
+                    f"finish; run prepare again (it redoes this video)")
+        return None
+    except (OSError, ValueError) as err:
+        return f"video {video!r}: its marker {marker} is unreadable ({err}); run prepare again"
+    recorded = (record.get("frames"), record.get("flow_frames"))
+    if recorded != (counts.rgb, counts.flow):
+        return (f"video {video!r} in {root}: its marker {marker} records {recorded[0]} RGB and {recorded[1]} flow "
+                f"frames, the disk holds {counts.rgb} RGB and {counts.flow} flow frames; run prepare again "
+                f"(it redoes this video)")
+    return None
+
+
+def frames_on_disk(root: str | Path, video: str, *, packed: bool = False) -> FrameCounts:
+    """Frames of ``video`` under ``root`` in the authors' (or packed) layout, as a reader would find them."""
+    root = Path(root)
+    if packed:
+        path = root / PACK_DIR / f"{video}{PACK_SUFFIX}"
+        if not path.is_file():
+            return FrameCounts(0, 0)
+        with open(path, "rb") as f:
+            return FrameCounts(*_read_pack_header(f, path))
+    return AuthorsStore.count_folders(root, video)
+
+
 def _count_matching(folder: Path, pattern: re.Pattern) -> dict[str, int]:
     """Count file names in ``folder`` per value of ``pattern``'s first group (0 if no folder)."""
     counts: dict[str, int] = {}
@@ -327,9 +378,14 @@ class AuthorsStore(_JpegFileStore):
         return {name: name for name in names}
 
     def _count(self, name) -> FrameCounts:
-        rgb = _count_matching(self.root / RGB_DIR / name, self._FRAME).get("frame", 0)
-        u = _count_matching(self.root / FLOW_DIR / "u" / name, self._FRAME).get("frame", 0)
-        v = _count_matching(self.root / FLOW_DIR / "v" / name, self._FRAME).get("frame", 0)
+        return self.count_folders(self.root, name)
+
+    @classmethod
+    def count_folders(cls, root: Path, name: str) -> FrameCounts:
+        """``frame%06d.jpg`` files in the three folders of ``name`` (0 for a missing folder)."""
+        rgb = _count_matching(root / RGB_DIR / name, cls._FRAME).get("frame", 0)
+        u = _count_matching(root / FLOW_DIR / "u" / name, cls._FRAME).get("frame", 0)
+        v = _count_matching(root / FLOW_DIR / "v" / name, cls._FRAME).get("frame", 0)
         return FrameCounts(rgb=rgb, flow=min(u, v))
 
     def _where(self, name: str) -> str:
