@@ -4,7 +4,6 @@ import pytest
 
 from twostream_lib import experiments as ex
 from twostream_lib.evaluate import VideoScores
-from twostream_lib.tables import ResultRow
 
 
 def _scores(correct: int, n: int, videos=None) -> VideoScores:
@@ -19,31 +18,70 @@ def test_accuracy_row_same_test_videos_share_one_binomial_term():
     row = ex.accuracy_row("k", "label", [_scores(80, 100), _scores(70, 100)])
     assert row.accuracy == pytest.approx(75.0)
     binom = 100 * np.sqrt(0.75 * 0.25 / 100)  # 100 distinct test videos, not 200
-    seeds = np.std([80.0, 70.0], ddof=1) / np.sqrt(2)
-    assert row.stderr == pytest.approx(np.hypot(binom, seeds))
-    assert row.n_test == 100 and "spread over 2 runs" in row.uncertainty
+    seeds = np.var([80.0, 70.0], ddof=1) / 2
+    assert row.stderr == pytest.approx(np.sqrt(binom ** 2 + seeds))
+    assert row.n_test == 100 and "spread over 2 training seeds" in row.uncertainty
 
 
-def test_accuracy_row_disjoint_splits_pool_their_test_videos():
+def test_accuracy_row_disjoint_splits_pool_their_test_videos_and_not_their_spread():
     a = _scores(50, 100)
-    b = _scores(50, 100, videos=[f"w{i}" for i in range(100)])
-    row = ex.accuracy_row("k", "label", [a, b])
-    assert row.stderr == pytest.approx(100 * np.sqrt(0.25 / 200))  # no spread: both 50%
+    b = _scores(70, 100, videos=[f"w{i}" for i in range(100)])
+    row = ex.accuracy_row("k", "label", [a, b])  # one seed per split: no training spread measured
+    assert row.accuracy == pytest.approx(60.0) and row.n_test == 200
+    assert row.stderr == pytest.approx(100 * np.sqrt(0.6 * 0.4 / 200))
 
 
-def test_claims_hold_only_beyond_one_standard_error_of_the_difference():
-    rows = {"conv@relu5": ResultRow("conv@relu5", "", 60.0, 3.0), "sum@softmax": ResultRow("sum@softmax", "", 50.0, 4.0)}
-    f = {x.text: x for x in ex.check_claims(ex.TABLES["table1"].claims, rows)}
-    assert f["Conv fusion at ReLU5 matches or beats softmax averaging"].held is True  # +10 > -5
-    assert f["Sum fusion at ReLU5 matches or beats softmax averaging"].held is None  # not run
-    rows["conv@relu5"] = ResultRow("conv@relu5", "", 44.0, 3.0)  # -6 < -5: significantly worse
-    assert ex.check_claims(ex.TABLES["table1"].claims, rows)[0].held is False
-    rows["sum@relu5"] = ResultRow("sum@relu5", "", 54.0, 3.0)
-    rows["max@relu5"] = ResultRow("max@relu5", "", 50.0, 3.0)  # +4 < one SE (4.24): not a real difference
-    by_text = {x.text: x for x in ex.check_claims(ex.TABLES["table1"].claims, rows)}
-    assert by_text["Max fusion at ReLU5 is weaker than sum fusion"].held is False
-    text = ex.format_findings(ex.check_claims(ex.TABLES["table1"].claims, rows))
-    assert "NOT HELD Max fusion" in text and "NOT RUN" in text and "difference +4.0" in text
+def _row(key, correct, n=200, seeds=(0,)):
+    """A row whose runs get the first ``correct[i]`` of n videos right (one run per seed)."""
+    runs = [_scores(c, n) for c in (correct if isinstance(correct, (list, tuple)) else [correct] * len(seeds))]
+    return ex.accuracy_row(key, key, runs)
+
+
+def test_verdicts_have_three_values_and_matching_needs_the_margin():
+    claims = {c.text: c for c in ex.TABLES["table1"].claims}
+    beats = claims["Concatenation at ReLU5 is weaker than conv fusion"]  # conv@relu5 > concat@relu5
+    matches = claims["Conv fusion at ReLU5 matches or beats softmax averaging"]  # conv@relu5 >= sum@softmax
+
+    def verdict(claim, a, b):
+        rows = {claim.a: _row(claim.a, a), claim.b: _row(claim.b, b)}
+        return ex.check_claims((claim,), rows)[0]
+
+    # same videos: the paired standard error of the difference counts only the videos the rows disagree on
+    f = verdict(beats, 120, 100)  # +10 points; the first 100 videos shared, 20 more right: d in {0, 1}
+    d = np.r_[np.zeros(100), np.ones(20), np.zeros(80)] * 100
+    assert f.paired_videos == 200 and f.stderr == pytest.approx(d.std(ddof=1) / np.sqrt(200))
+    assert f.verdict == "HELD" and f.difference == pytest.approx(10.0)
+    assert verdict(beats, 100, 120).verdict == "CONTRADICTED"
+    assert verdict(beats, 102, 100).verdict == "UNRESOLVED"  # +1 point, 2 SE = 1.4: not beyond
+    # "matches or beats" is non-inferiority with a 3-point margin: a small loss measured precisely holds ...
+    f = verdict(matches, 98, 100)
+    assert f.verdict == "HELD" and f.difference == pytest.approx(-1.0) and f.difference - 2 * f.stderr > -3
+    # ... the same loss measured with seeds that spread does not ...
+    rows = {matches.a: _row(matches.a, [90, 98, 106]), matches.b: _row(matches.b, 100)}
+    f = ex.check_claims((matches,), rows)[0]
+    assert f.verdict == "UNRESOLVED" and f.difference == pytest.approx(-1.0) and f.difference - 2 * f.stderr < -3
+    # ... and a clear loss beyond the margin is contradicted
+    assert verdict(matches, 80, 100).verdict == "CONTRADICTED"
+    assert "NOT RUN" in ex.format_findings(ex.check_claims((beats,), {}))
+
+
+def test_equivalence_claims_need_the_interval_inside_the_margin():
+    claim = ex.Claim("x", "~", "y", "x matches y")
+    rows = {"x": _row("x", 100), "y": _row("y", 100)}
+    assert ex.check_claims((claim,), rows)[0].verdict == "HELD"
+    rows["x"] = _row("x", 130)
+    assert ex.check_claims((claim,), rows)[0].verdict == "CONTRADICTED"  # +15 points, far outside +-3
+    with pytest.raises(ex.ConfigError, match="relation"):
+        ex.Claim("x", "<", "y", "x loses")
+
+
+def test_seed_spread_widens_the_interval_of_a_difference():
+    claim = ex.Claim("x", ">", "y", "x beats y")
+    steady = {"x": _row("x", [104, 104, 104]), "y": _row("y", [100, 100, 100])}
+    shaky = {"x": _row("x", [90, 104, 118]), "y": _row("y", [100, 100, 100])}
+    a, b = ex.check_claims((claim,), steady)[0], ex.check_claims((claim,), shaky)[0]
+    assert a.difference == b.difference == pytest.approx(2.0)
+    assert b.stderr > a.stderr and a.verdict == "HELD" and b.verdict == "UNRESOLVED"
 
 
 def test_every_claim_names_rows_that_its_table_runs():

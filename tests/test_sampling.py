@@ -203,7 +203,7 @@ def test_flip_mirrors_both_streams_and_inverts_u_only():
     rgb, flow = pattern_video(12)
     flow[..., 0] = np.arange(48, dtype=np.uint8)[None, None, :] * 5  # u varies along x
     store = ArrayStore({"a": (rgb, flow)})
-    views = TwoStreamViews(store, [item("a")], ClipSampling(T=3, L=4, size=32), mode="T5_flips", crop="full")
+    views = TwoStreamViews(store, [item("a")], ClipSampling(T=3, L=4, size=32), mode="spread_flips", crop="full")
     plain, flipped = views[0], views[1]
     assert plain["view"] == 0 and flipped["view"] == 1
     u, v = plain["flow"][:, 0::2] + 128, plain["flow"][:, 1::2] + 128
@@ -304,8 +304,9 @@ def test_each_distinct_frame_is_read_once():
 @pytest.mark.parametrize("crop", TEST_CROPS)
 def test_view_counts_per_mode(mode, crop):
     store = ArrayStore({"a": planted_video(30, 40, 48), "b": planted_video(12, 40, 48)})
-    views = TwoStreamViews(store, [item("a"), item("b", 1)], ClipSampling(T=5, L=4, size=32), mode=mode, crop=crop)
-    clips = {"T5_flips": 1, "dense20_flips": DENSE_CLIPS, "frames25": FRAMES25}[mode]
+    sampling = ClipSampling(T=5, L=4, size=32, test_clips=DENSE_CLIPS)
+    views = TwoStreamViews(store, [item("a"), item("b", 1)], sampling, mode=mode, crop=crop)
+    clips = {"spread_flips": 1, "strided_flips": DENSE_CLIPS, "frames25": FRAMES25}[mode]
     per = clips * (5 if crop == "corners" else 1) * (1 if mode == "frames25" else 2)
     assert views.views_per_video == per and len(views) == 2 * per
     last = views[len(views) - 1]
@@ -315,16 +316,27 @@ def test_view_counts_per_mode(mode, crop):
     assert tuple(last["rgb"].shape) == (T, 3, *side) and tuple(last["flow"].shape) == (T, 8, *side)
 
 
-def test_dense_views_spread_over_the_video_and_test_tau():
+def test_strided_views_use_a_training_stride_and_spread_their_clips():
+    """Models that fuse T samples are tested at a spacing they were trained at: by default the ceiling
+    of the median of the training range (the released code's rule), not spread over the whole video."""
     store = ArrayStore({"a": planted_video(60, 40, 40)})
-    views = TwoStreamViews(store, [item("a")], ClipSampling(T=5, L=2, size=32), mode="dense20_flips")
-    starts = [int(np.rint(denorm(views[2 * k]["rgb"])[0, 0, 0, 2])) for k in range(DENSE_CLIPS)]
-    assert starts[0] == 0 and starts[-1] == 59 - 4 * 5 and np.all(np.diff(starts) >= 1)
-    frames = np.rint(denorm(views[0]["rgb"])[:, 0, 0, 2]).astype(int)
-    assert np.all(np.diff(frames) == 5)  # middle of tau = (1, 10)
-    released = TwoStreamViews(store, [item("a")], ClipSampling(T=5, L=2, size=32, test_tau=15), mode="T5_flips")
-    frames = np.rint(denorm(released[0]["rgb"])[:, 0, 0, 2]).astype(int)
+    dense = TwoStreamViews(store, [item("a")], ClipSampling(T=5, L=2, size=32, test_clips=DENSE_CLIPS),
+                           mode="strided_flips")
+    starts = [int(np.rint(denorm(dense[2 * k]["rgb"])[0, 0, 0, 2])) for k in range(DENSE_CLIPS)]
+    assert starts[0] == 0 and starts[-1] == 59 - 4 * 6 and np.all(np.diff(starts) >= 1)
+    frames = np.rint(denorm(dense[0]["rgb"])[:, 0, 0, 2]).astype(int)
+    assert np.all(np.diff(frames) == 6)  # ceil(median(1..10)) = 6
+    one = TwoStreamViews(store, [item("a")], ClipSampling(T=5, L=2, size=32), mode="strided_flips")
+    frames = np.rint(denorm(one[0]["rgb"])[:, 0, 0, 2]).astype(int)
+    assert one.views_per_video == 2 and frames.tolist() == [17, 23, 29, 35, 41]  # one clip, centred
+    released = ClipSampling(T=5, L=2, size=32, tau=(5, 15))
+    assert released.stride_at_test == 10  # cnn_train_dag.m: ceil(median(5:15))
+    fixed = TwoStreamViews(store, [item("a")], ClipSampling(T=5, L=2, size=32, test_tau=15), mode="strided_flips")
+    frames = np.rint(denorm(fixed[0]["rgb"])[:, 0, 0, 2]).astype(int)
     assert frames.tolist() == [0, 14, 29, 44, 59]  # stride 15 around the middle, clamped at the start
+    spread = TwoStreamViews(store, [item("a")], ClipSampling(T=5, L=2, size=32), mode="spread_flips")
+    frames = np.rint(denorm(spread[0]["rgb"])[:, 0, 0, 2]).astype(int)
+    assert frames.tolist() == [6, 18, 30, 42, 54]  # centres of 5 equal segments: 12 frames apart
 
 
 def test_view_info_order():
@@ -355,7 +367,7 @@ def test_too_short_video_and_too_large_crop_name_the_video():
 def test_bad_settings_raise_config_error():
     store = ArrayStore({"a": planted_video(9)})
     for bad in (dict(crop="random"), dict(tau=(0, 3)), dict(tau=(5, 2)), dict(T=0), dict(jitter=1.5),
-                dict(test_tau=0)):
+                dict(test_tau=0), dict(test_clips=0)):
         with pytest.raises(ConfigError):
             TwoStreamClips(store, [item("a")], ClipSampling(**bad), train=True)
     with pytest.raises(ConfigError, match="corners"):

@@ -197,7 +197,7 @@ def test_sampling_on_the_prepared_set(tiny):
     clips = TwoStreamClips(store, split.train, ClipSampling(size=24), train=True)
     batch = next(iter(torch.utils.data.DataLoader(clips, batch_size=3)))
     assert batch["rgb"].shape == (3, 5, 3, 24, 24) and batch["flow"].shape == (3, 5, 20, 24, 24)
-    views = TwoStreamViews(store, split.test, ClipSampling(size=24), mode="T5_flips", crop="full")
+    views = TwoStreamViews(store, split.test, ClipSampling(size=24), mode="spread_flips", crop="full")
     assert views[0]["rgb"].shape == (5, 3, 32, 32) and len(views) == 6
 
 

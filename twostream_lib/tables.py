@@ -29,6 +29,7 @@ class ResultRow:
     n_test: int | None = None  # test videos the accuracy is measured on
     uncertainty: str = ""  # how ``stderr`` was obtained
     extra: dict = field(default_factory=dict)  # further columns (e.g. demo parameter counts)
+    runs: list = field(default_factory=list, repr=False)  # the VideoScores measured (seeds, splits): not written
 
 
 def binomial_stderr(accuracy_pct: float, n: int) -> float:

@@ -55,6 +55,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .determinism import (derive_seed, deterministic, rng_state, seed_everything, set_rng_state, worker_init_fn)
 from .errors import ConfigError, DataError
 from .files import atomic_write
+from .paper import HYPERPARAMETERS as HP
 from .engine import AMP_MODES, autocast, model_inputs, output_scores, unwrap, use_amp, world
 from .evaluate import accuracy, predict
 
@@ -82,10 +83,10 @@ class TrainConfig:
     """Typed training configuration; defaults are the paper's fusion fine-tuning (Section 3.5)."""
 
     # optimisation (Section 3.5: SGD, momentum 0.9, weight decay 5e-4, batch 96, lr from 1e-3)
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 96  # global batch; split over the processes under torchrun
+    lr: float = HP["lr"]
+    momentum: float = HP["momentum"]
+    weight_decay: float = HP["weight_decay"]
+    batch_size: int = HP["batch_size"]  # global batch; split over the processes under torchrun
     epochs: int = 30  # an upper bound when the plateau schedule stops training itself
     # learning-rate schedule: "plateau" = divide by 1/lr_factor (10) when `monitor` saturates (paper);
     # "step" and "cosine" (from lr to min_lr over `epochs`) need no validation (e.g. the demo's fixed budget)

@@ -83,14 +83,15 @@ from twostream_lib.data.stores import (
 )
 from twostream_lib.errors import ConfigError, DataError, StorageError
 from twostream_lib.files import STORAGE_ERRNOS, atomic_write, atomic_write_json
+from twostream_lib.paper import HYPERPARAMETERS as HP
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock
     fcntl = None
 
-FLOW_BOUND = 20.0  # px, Sec. 3.5
-SHORT_SIDE = 256  # px, Sec. 3.5
+FLOW_BOUND = HP["flow_bound"]  # px, Sec. 3.5
+SHORT_SIDE = HP["short_side"]  # px, Sec. 3.5
 JPEG_QUALITY = 95
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv")
 TMP_DIR, META_FILE, LOCK_FILE = ".tmp", PREPARE_RECORD, ".prepare.lock"

@@ -28,13 +28,19 @@ A horizontal flip (probability 1/2 when ``flip``) mirrors both streams and inver
 flow, u := 255 - u, before the offset is removed. Inputs: RGB as ImageNet-normalised floats
 ((x / 255 - mean) / std), flow as JPEG value - 128 (Sec. 3.5: flow stored as JPEG, clipped at 20 px).
 
-Testing (Sec. 3.5 "Testing", Sec. 4.6). ``TwoStreamViews`` yields every (video, view) pair:
+Testing (Sec. 3.5 "Testing", Sec. 4.6). ``TwoStreamViews`` yields every (video, view) pair; each mode is
+named after what it samples:
 
-``"T5_flips"``       T samples evenly placed over the video (centres of T equal segments; or
-                     ``test_tau`` apart around the middle), and their horizontal flips: 2 views;
-``"dense20_flips"``  20 clips of T samples whose starts are densely and evenly spread over the
-                     video ("we average 20 temporal predictions [...] by densely sampling the
-                     input-frame-stacks and their horizontal flips"): 40 views;
+``"spread_flips"``   T samples at the centres of T equal segments of the video, and their horizontal
+                     flips: 2 views. For per-frame models (the streams, fusion at one frame): "only the
+                     T = 5 frames (and their horizontal flips) are sampled" (Sec. 3.5);
+``"strided_flips"``  ``test_clips`` clips of T samples ``test_tau`` frames apart (default: the ceiling
+                     of the median of the training range ``tau``, as the released code tests), their
+                     starts evenly spread over the video (one clip: centred), and their flips. For
+                     models that fuse the T samples of a clip (Sec. 3.3-3.4): tested at a spacing they
+                     were trained at. 20 clips is the paper's final protocol ("we average 20 temporal
+                     predictions [...] by densely sampling the input-frame-stacks and their horizontal
+                     flips", Sec. 4.6);
 ``"frames25"``       25 evenly spaced single frames with their flow stacks (the protocol of [22]):
                      25 views with T = 1;
 
@@ -63,10 +69,10 @@ FLOW_OFFSET = 128.0
 TRAIN_CROPS = ("jitter", "multiscale", "center", "full")
 TEST_CROPS = ("center", "full", "corners")
 CROPS = ("jitter", "multiscale", "center", "full", "corners")
-VIEW_MODES = ("T5_flips", "dense20_flips", "frames25")
+VIEW_MODES = ("spread_flips", "strided_flips", "frames25")
 #: Wang et al. [35]: crop sides {256, 224, 192, 168} relative to a short side of 256.
 MULTISCALE_RATIOS = (1.0, 0.875, 0.75, 0.66)
-DENSE_CLIPS = 20
+DENSE_CLIPS = 20  # the paper's final test protocol (Sec. 4.6)
 FRAMES25 = 25
 
 
@@ -78,9 +84,9 @@ class ClipSampling:
     (5, 15)), flow stacks of ``L`` frames, output side ``size``, crop mode (``TRAIN_CROPS`` for
     ``TwoStreamClips``; ``TEST_CROPS`` for ``TwoStreamViews``), random horizontal ``flip`` in
     training. ``jitter`` and ``border`` are the +-25% size jitter and the 25% border limit of the
-    "jitter" crop; ``scales`` and ``max_distort`` the "multiscale" crop sides; ``test_tau`` the test
-    stride (None: T5 samples spread over the whole video, dense clips use the middle of ``tau``;
-    released code: 15).
+    "jitter" crop; ``scales`` and ``max_distort`` the "multiscale" crop sides; ``test_tau`` and
+    ``test_clips`` the stride and number of clips of the "strided_flips" test mode (``test_tau`` None:
+    the ceiling of the median of ``tau``, the released code's rule).
     """
 
     T: int = 5
@@ -94,6 +100,12 @@ class ClipSampling:
     scales: tuple[float, ...] = MULTISCALE_RATIOS
     max_distort: int = 1
     test_tau: int | None = None
+    test_clips: int = 1
+
+    @property
+    def stride_at_test(self) -> int:
+        """``test_tau``, or the ceiling of the median of the training range (5..15 -> 10, 1..10 -> 6)."""
+        return self.test_tau if self.test_tau is not None else math.ceil((int(self.tau[0]) + int(self.tau[1])) / 2)
 
     def validate(self, crops: Sequence[str] = CROPS) -> "ClipSampling":
         """Check every field; ConfigError naming the field and what was expected."""
@@ -119,6 +131,8 @@ class ClipSampling:
             raise ConfigError(f"ClipSampling.max_distort must be >= 0, got {self.max_distort!r}")
         if self.test_tau is not None and (not isinstance(self.test_tau, (int, np.integer)) or self.test_tau < 1):
             raise ConfigError(f"ClipSampling.test_tau must be None or a positive integer, got {self.test_tau!r}")
+        if isinstance(self.test_clips, bool) or not isinstance(self.test_clips, (int, np.integer)) or self.test_clips < 1:
+            raise ConfigError(f"ClipSampling.test_clips must be a positive integer, got {self.test_clips!r}")
         return self
 
 
@@ -180,14 +194,14 @@ def _test_clips(n_frames: int, mode: str, s: ClipSampling) -> list[np.ndarray]:
     """The temporal clips (positions) of a test mode."""
     if mode == "frames25":
         return [np.array([p]) for p in spread_positions(n_frames, FRAMES25)]
-    if mode == "T5_flips":
-        if s.test_tau is None:
-            return [spread_positions(n_frames, s.T)]
-        start = (n_frames - 1 - (s.T - 1) * s.test_tau) // 2
-        return [_strided_positions(n_frames, s.T, s.test_tau, start)]
-    tau = s.test_tau if s.test_tau is not None else (int(s.tau[0]) + int(s.tau[1])) // 2
+    if mode == "spread_flips":
+        return [spread_positions(n_frames, s.T)]
+    tau = s.stride_at_test
     free = n_frames - 1 - (s.T - 1) * tau
-    starts = np.rint(np.linspace(min(0, free), max(0, free), DENSE_CLIPS)).astype(np.int64)
+    if s.test_clips == 1:
+        starts = [free // 2]  # centred (a clip longer than the video overhangs both ends)
+    else:
+        starts = np.rint(np.linspace(min(0, free), max(0, free), s.test_clips)).astype(np.int64).tolist()
     return [_strided_positions(n_frames, s.T, tau, int(a)) for a in starts]
 
 
@@ -351,7 +365,7 @@ class TwoStreamClips(Dataset):
                 _check_fits(item.name, width, height, s, mode)
                 return fixed_crops(width, height, s.size, mode)[0]
 
-            return _test_clips(n, "T5_flips", s)[0], fixed
+            return _test_clips(n, "spread_flips", s)[0], fixed
         rng = np.random.default_rng([self.seed, self.epoch, index])
         tau = int(rng.integers(int(s.tau[0]), int(s.tau[1]) + 1))
         positions = train_positions(n, s.T, tau, rng)
@@ -391,7 +405,7 @@ class TwoStreamViews(Dataset):
     ordered (temporal clip, crop, flip). Evaluation averages the predictions over the views of a video.
     """
 
-    def __init__(self, store, items: Sequence, sampling: ClipSampling, *, mode: str = "T5_flips",
+    def __init__(self, store, items: Sequence, sampling: ClipSampling, *, mode: str = "spread_flips",
                  crop: str | None = None):
         if mode not in VIEW_MODES:
             raise ConfigError(f"test mode must be one of {list(VIEW_MODES)}, got {mode!r}")
@@ -403,7 +417,7 @@ class TwoStreamViews(Dataset):
         self.items = tuple(items)
         self.mode = mode
         self.crop = crop
-        self.n_clips = {"T5_flips": 1, "dense20_flips": DENSE_CLIPS, "frames25": FRAMES25}[mode]
+        self.n_clips = {"spread_flips": 1, "strided_flips": self.sampling.test_clips, "frames25": FRAMES25}[mode]
         self.n_crops = 5 if crop == "corners" else 1
         self.n_flips = 1 if mode == "frames25" else 2
 

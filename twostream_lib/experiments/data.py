@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from twostream_lib import plots
+from twostream_lib.arithmetic import check_pinned, use_pinned_kernels
 from twostream_lib.config import PROFILES, Profile, load_profile
 from twostream_lib.data.sampling import ClipSampling
 from twostream_lib.data.splits import Split, load_split
@@ -32,8 +34,17 @@ __all__ = ["setup", "DataBundle", "prepare_data", "synthetic_params", "synthetic
 
 
 def setup(profile: str = "demo", **overrides) -> Profile:
-    """Load the profile (``None`` overrides are ignored), fix threads and seeds, return it."""
+    """Load the profile (``None`` overrides are ignored), pin the CPU arithmetic if it asks for it (the
+    demo), fix threads and seeds, return it."""
     cfg = load_profile(profile, **overrides)
+    if cfg.pinned_arithmetic:
+        use_pinned_kernels()
+        problems = check_pinned()
+        if problems:
+            warnings.warn("the CPU arithmetic is not pinned, so numbers may differ from other machines' "
+                          "(see twostream_lib.arithmetic): " + "; ".join(problems), stacklevel=2)
+    else:
+        use_pinned_kernels(False)
     if cfg.threads:
         set_threads(cfg.threads)
     seed_everything(cfg.seeds[0])

@@ -24,9 +24,9 @@ from twostream_lib.train import train
 
 from .cache import MEMO, run_dir
 from .data import DataBundle, clip_sampling, limit_videos
-from .streams import Streams, late_fusion, test_views, train_config, train_stream
+from .streams import Streams, late_fusion, test_views, train_config, train_stream, views_key
 
-__all__ = ["Variant", "backbone_name", "fusion_dir", "build_fused", "run_fusion"]
+__all__ = ["Variant", "backbone_name", "fusion_dir", "build_fused", "test_mode", "run_fusion"]
 
 
 @dataclass(frozen=True)
@@ -97,44 +97,53 @@ def build_fused(cfg: Profile, variant: Variant, spatial: Streams, temporal: Stre
     return model
 
 
+def test_mode(variant: Variant, cfg: Profile) -> str:
+    """How a row's model is tested: a per-frame model on T samples spread over the video; a model that
+    fuses the T samples of a clip on clips at a stride it was trained at (Sec. 3.5; data.sampling)."""
+    return cfg.test_mode if variant.T == 1 else "strided_flips"
+
+
 def run_fusion(cfg: Profile, data: DataBundle, variant: Variant, *, split: int | None = None,
-               seed: int | None = None, mode: str | None = None) -> tuple[VideoScores, TwoStreamNet | None]:
+               seed: int | None = None, clips: int | None = None) -> tuple[VideoScores, TwoStreamNet | None]:
     """Train one fusion variant's head on cached tower features and score the test videos.
 
-    Returns (VideoScores, model); late fusion ("softmax") trains nothing and returns no model. The test
-    scores are saved beside the trained head, so a second call (another notebook, a re-run) neither
-    caches features nor trains again.
+    Returns (VideoScores, model); late fusion ("softmax") trains nothing and returns no model. ``clips``:
+    test clips of the models that fuse T samples (default ``cfg.test_clips``; Tables 5-6 use
+    ``cfg.final_test_clips``). The test scores are saved beside the trained head, so a second call
+    (another notebook, a re-run) neither caches features nor trains again.
     """
     split = split or cfg.split
     seed = cfg.seeds[0] if seed is None else seed
-    mode = mode or cfg.test_mode
+    mode = test_mode(variant, cfg)
+    clips = (clips or cfg.test_clips) if mode == "strided_flips" else None
     s_bb, t_bb = backbone_name(cfg, variant.spatial), backbone_name(cfg, variant.temporal_tower)
     tower_seed = cfg.seeds[0]  # towers are shared by every head seed
     towers = Streams(f"{s_bb}+{t_bb}", train_stream(cfg, data, "spatial", backbone=s_bb, split=split),
                      train_stream(cfg, data, "temporal", backbone=t_bb, split=split), split, tower_seed)
     if variant.late:
-        return late_fusion(cfg, data, towers, towers, mode=mode), None
+        return late_fusion(cfg, data, towers, towers, mode=mode, clips=clips), None
     T = variant.clip_length(cfg)
     model = build_fused(cfg, variant, towers, towers)
     out = fusion_dir(cfg, variant, split, seed)
-    scores_path = out / f"scores-{mode}.npz"
+    scores_path = out / f"scores-{mode}{clips or ''}.npz"
     if scores_path.exists():  # trained and tested before (e.g. Table 5's heads, reused by Table 6)
         return load_scores(scores_path), model
     s = data.split(split)
-    towers_key = (towers.digest("spatial"), towers.digest("temporal"), model.first_layer, T, split, cfg.max_videos)
+    towers_key = (towers.digest("spatial"), towers.digest("temporal"), model.first_layer, T)
 
     def train_features():
-        clips = TwoStreamClips(data.store, limit_videos(s.train, cfg), clip_sampling(cfg, T=T, train=True),
-                               train=True, seed=cfg.seeds[0])
-        return cache_fusion_inputs(model, clips, epochs=cfg.feature_epochs, batch_size=cfg.batch_size,
+        train_clips = TwoStreamClips(data.store, limit_videos(s.train, cfg), clip_sampling(cfg, T=T, train=True),
+                                     train=True, seed=cfg.seeds[0])
+        return cache_fusion_inputs(model, train_clips, epochs=cfg.feature_epochs, batch_size=cfg.batch_size,
                                    device=cfg.device)
 
     def test_features():
-        return cache_fusion_inputs(model, test_views(cfg, data, split, mode=mode), epochs=1,
+        return cache_fusion_inputs(model, test_views(cfg, data, split, mode=mode, clips=clips), epochs=1,
                                    batch_size=cfg.batch_size, device=cfg.device)
 
-    train_set = MEMO.get(("train-features", *towers_key, cfg.feature_epochs, cfg.seeds[0]), train_features)
-    test_set = MEMO.get(("test-features", *towers_key, mode, cfg.T, cfg.test_crop), test_features)
+    train_key = ("train-features", *towers_key, split, cfg.max_videos, cfg.feature_epochs, cfg.seeds[0])
+    train_set = MEMO.get(train_key, train_features)
+    test_set = MEMO.get(("test-features", *towers_key, *views_key(cfg, split, mode, clips)), test_features)
     torch.manual_seed(seed)
     head = FeatureHead(model)
     train(head, train_set, None, train_config(cfg, out, lr=cfg.lr_fusion, epochs=cfg.epochs_fusion, seed=seed,

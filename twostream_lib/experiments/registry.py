@@ -20,15 +20,15 @@ from twostream_lib.config import Profile
 from twostream_lib.errors import ConfigError
 from twostream_lib.idt import idt_scores as compute_idt_scores
 from twostream_lib.idt import late_fuse_idt
-from twostream_lib.models.params import paper_counts
+from twostream_lib.models.params import ParamRow, counts, parameter_rows as count_architectures
 
 from .cache import run_dir
 from .data import DataBundle, limit_videos
-from .findings import Claim, Finding, accuracy_row, check_claims, format_findings
+from .findings import MARGIN, Claim, Finding, accuracy_row, check_claims, format_findings
 from .fusion import Variant, backbone_name, run_fusion
 from .streams import late_fusion, stream_scores, train_streams
 
-__all__ = ["TableSpec", "TABLES", "TableResult", "run_table", "OURS", "OURS_LATE", "idt_scores"]
+__all__ = ["TableSpec", "TABLES", "TableResult", "run_table", "parameter_rows", "OURS", "OURS_LATE", "idt_scores"]
 
 Rows = Callable[[Profile, DataBundle, "TableSpec", tuple], list]
 
@@ -114,7 +114,7 @@ def final_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, *
     tested with the final protocol (Sec. 4.6); mean over the splits."""
     rows = []
     for v in (OURS_LATE, OURS):
-        runs[v.key] = [run_fusion(cfg, data, v, split=k, mode=cfg.final_test_mode)[0] for k in splits]
+        runs[v.key] = [run_fusion(cfg, data, v, split=k, clips=cfg.final_test_clips)[0] for k in splits]
         rows.append(accuracy_row(v.key, ran_label(v.label, cfg, v), runs[v.key]))
     return rows
 
@@ -134,7 +134,7 @@ def idt_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, *, 
     idt, convnet, fused = [], [], []
     for k in splits:
         i = idt_scores(cfg, data, k)
-        c = run_fusion(cfg, data, OURS, split=k, mode=cfg.final_test_mode)[0]
+        c = run_fusion(cfg, data, OURS, split=k, clips=cfg.final_test_clips)[0]
         idt.append(i)
         convnet.append(c)
         fused.append(late_fuse_idt(c, i))
@@ -174,14 +174,16 @@ TABLES: dict[str, TableSpec] = dict((
         ("conv@relu5", ">", "conv@relu2", "Fusing at ReLU2 is weaker than at ReLU5"),
         ("conv@relu5", ">", "conv@relu3", "Fusing at ReLU3 is weaker than at ReLU5"),
         ("conv@relu5", ">", "conv@relu4", "Fusing at ReLU4 is weaker than at ReLU5"),
-        ("conv@relu5+fc8", ">=", "conv@relu5", "Adding FC8 fusion to ReLU5 fusion matches it"),
+        ("conv@relu5+fc8", "~", "conv@relu5", "Adding FC8 fusion to ReLU5 fusion matches it"),
         ("conv@relu5", ">", "conv@relu3+relu5+fc6", "Multiple fusions that include an early layer are weaker"),
     ), variants=(
         Variant("conv@relu2", "Conv / ReLU2", layers=("relu2",)),
         Variant("conv@relu3", "Conv / ReLU3", layers=("relu3",)),
         Variant("conv@relu4", "Conv / ReLU4", layers=("relu4",)),
         Variant("conv@relu5", "Conv / ReLU5", layers=("relu5",)),
-        Variant("conv@relu5+fc8", "Conv / ReLU5 + FC8", layers=("relu5", "fc8"), truncate=False),
+        # Fig. 2 (right): conv fusion at ReLU5 into the spatial tower, the temporal tower kept to FC8, where
+        # the two towers' class scores are summed into one prediction (one loss)
+        Variant("conv@relu5+fc8", "Conv / ReLU5 + sum / FC8", fusion=("conv", "sum"), layers=("relu5", "fc8")),
         Variant("conv@relu3+relu5+fc6", "Conv / ReLU3 + ReLU5 + FC6", layers=("relu3", "relu5", "fc6")),
     ), param_counts=True),
     _table("table3", "Table 3: deep vs very deep two-stream networks (Sec. 4.4)", stream_rows, (
@@ -214,6 +216,13 @@ TABLES: dict[str, TableSpec] = dict((
 ))
 
 
+def parameter_rows(spec: TableSpec, **kwargs) -> list[ParamRow]:
+    """Parameters and weight layers of every fusion row of ``spec``, built from the same definition the
+    row trains (:meth:`~.fusion.Variant.net_kwargs`): by default at the paper's size (two VGG-M-2048
+    towers, 101 classes); ``kwargs`` (backbone, num_classes, ...) count another size."""
+    return count_architectures([(spec.name, v.key, v.net_kwargs()) for v in spec.variants], **kwargs)
+
+
 def paper_dataset(data: DataBundle) -> str:
     """The data set whose paper numbers are shown beside a run: the run's own (the synthetic set
     stands in for UCF101, on which every table of the paper reports)."""
@@ -230,10 +239,12 @@ def run_table(cfg: Profile, data: DataBundle, table: str, *, splits=None) -> Tab
     rows = spec.rows(cfg, data, spec, splits, runs=runs)
     frame = tables.build_table(table, rows, profile=cfg.name, dataset=data.dataset,
                                split=",".join(map(str, splits)), paper_dataset=paper_dataset(data),
-                               paper_counts=paper_counts() if spec.param_counts else None)
+                               paper_counts=counts(parameter_rows(spec)) if spec.param_counts else None)
     findings = check_claims(spec.claims, {r.key: r for r in rows})
     how = {r.uncertainty for r in rows if r.uncertainty}
     notes = ("Accuracy in percent ± one standard error (" + "; ".join(sorted(how)) + "). "
+             f"Verdicts: beyond two standard errors of the difference (paired over the test videos); "
+             f"'matches' within a margin of {MARGIN:g} points. "
              f"Backbones: shallow = `{cfg.backbone}`, deep = `{cfg.deep_backbone}`."
              "\n\nFindings:\n" + format_findings(findings))
     paths = tables.write_table(frame, cfg.results_path, title=spec.title, notes=notes)

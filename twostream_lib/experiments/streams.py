@@ -7,18 +7,17 @@ a trained tower is saved as ``final.pt`` in its run folder and loaded from there
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from twostream_lib import plots
 from twostream_lib.config import Profile
 from twostream_lib.data.sampling import TwoStreamClips, TwoStreamViews
-from twostream_lib.determinism import derive_seed
 from twostream_lib.errors import ConfigError
 from twostream_lib.evaluate import VideoScores, accuracy, late_fuse, predict
 from twostream_lib.models import DenseColour, FrameAverage, build_backbone
@@ -99,7 +98,7 @@ def train_stream(cfg: Profile, data: DataBundle, stream: str, *, backbone: str |
     clips = TwoStreamClips(data.store, limit_videos(s.train, cfg),
                            clip_sampling(cfg, T=1, train=True, crop="multiscale"), train=True, seed=seed)
     if stream == "spatial" and cfg.appearance_pretrain_epochs and not weights:
-        pretrain_appearance(net, clips, cfg, seed=seed)
+        pretrain_appearance(net, clips, cfg, seed=seed, out=out / "appearance_pretraining")
     epochs = cfg.epochs_temporal if stream == "temporal" and cfg.epochs_temporal else cfg.epochs_stream
     train(model, clips, None, train_config(cfg, out, lr=cfg.lr_stream, epochs=epochs, seed=seed,
                                            input_keys=(STREAM_INPUT[stream],)))
@@ -107,24 +106,12 @@ def train_stream(cfg: Profile, data: DataBundle, stream: str, *, backbone: str |
     return net.eval()
 
 
-def pretrain_appearance(net: nn.Module, clips: TwoStreamClips, cfg: Profile, *, seed: int) -> None:
-    """Train ``net`` up to ReLU5 on dense colour regression (:class:`DenseColour`) for the profile's epochs."""
-    channels = net.feature_shapes(cfg.crop)["relu5"][0]
-    model = DenseColour(net, channels).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=cfg.lr_stream, momentum=0.9, weight_decay=5e-4)
-    for epoch in range(cfg.appearance_pretrain_epochs):
-        clips.set_epoch(epoch)
-        order = torch.Generator().manual_seed(derive_seed(seed, epoch, 7))
-        for batch in DataLoader(clips, batch_size=cfg.batch_size, shuffle=True, generator=order):
-            x = batch["rgb"].flatten(0, 1)  # STAGE-A: the pre-refactor arithmetic, replaced next
-            feat = net(x, upto="relu5")
-            loss = torch.nn.functional.mse_loss(model.predict(feat), torch.nn.functional.adaptive_avg_pool2d(
-                x, feat.shape[-2:]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    clips.set_epoch(0)
+def pretrain_appearance(net: nn.Module, clips: TwoStreamClips, cfg: Profile, *, seed: int, out: Path) -> None:
+    """Train ``net`` up to ReLU5 on dense colour regression (:class:`DenseColour`) for the profile's
+    epochs, through the engine like every other training run (its metrics in ``out``)."""
+    model = DenseColour(net, net.feature_shapes(cfg.crop)["relu5"][0])
+    train(model, clips, None, train_config(cfg, out, lr=cfg.lr_stream, epochs=cfg.appearance_pretrain_epochs,
+                                           seed=seed, input_keys=("rgb",)))
 
 
 def train_streams(cfg: Profile, data: DataBundle, *, backbone: str | None = None, split: int | None = None,
@@ -139,30 +126,40 @@ def train_streams(cfg: Profile, data: DataBundle, *, backbone: str | None = None
     return Streams(backbone, towers["spatial"], towers["temporal"], split, seed)
 
 
-def test_views(cfg: Profile, data: DataBundle, split: int, *, T: int | None = None,
-               mode: str | None = None) -> TwoStreamViews:
-    """The test videos of ``split`` as (video, view) samples of the profile's test protocol."""
+def test_views(cfg: Profile, data: DataBundle, split: int, *, T: int | None = None, mode: str | None = None,
+               clips: int | None = None) -> TwoStreamViews:
+    """The test videos of ``split`` as (video, view) samples: ``mode`` (default the profile's
+    ``test_mode``, for per-frame models) or "strided_flips" with ``clips`` clips of ``T`` samples at the
+    profile's test stride (models that fuse the T samples of a clip)."""
     s = data.split(split)
-    return TwoStreamViews(data.store, limit_videos(s.test, cfg), clip_sampling(cfg, T=T or cfg.T, train=False),
-                          mode=mode or cfg.test_mode, crop=cfg.test_crop)
+    sampling = dataclasses.replace(clip_sampling(cfg, T=T or cfg.T, train=False), test_tau=cfg.test_tau,
+                                   test_clips=clips or cfg.test_clips)
+    return TwoStreamViews(data.store, limit_videos(s.test, cfg), sampling, mode=mode or cfg.test_mode,
+                          crop=cfg.test_crop)
+
+
+def views_key(cfg: Profile, split: int, mode: str, clips: int | None) -> tuple:
+    """What defines a set of test views (for the in-memory memo)."""
+    return (split, mode, clips or cfg.test_clips, cfg.T, cfg.L, cfg.test_tau, cfg.test_crop, cfg.crop,
+            cfg.max_videos)
 
 
 def stream_scores(cfg: Profile, data: DataBundle, streams: Streams, stream: str, *,
-                  mode: str | None = None) -> VideoScores:
+                  mode: str | None = None, clips: int | None = None) -> VideoScores:
     """Video-level scores of one trained stream on the test views (pre-softmax, averaged over views)."""
     mode = mode or cfg.test_mode
-    key = ("stream-scores", streams.digest(stream), streams.split, mode, cfg.T, cfg.test_crop, cfg.max_videos)
+    key = ("stream-scores", streams.digest(stream), *views_key(cfg, streams.split, mode, clips))
     return MEMO.get(key, lambda: predict(FrameAverage(streams.tower(stream)),
-                                         test_views(cfg, data, streams.split, mode=mode),
+                                         test_views(cfg, data, streams.split, mode=mode, clips=clips),
                                          batch_size=cfg.batch_size, device=cfg.device,
                                          input_keys=(STREAM_INPUT[stream],)))
 
 
 def late_fusion(cfg: Profile, data: DataBundle, spatial: Streams, temporal: Streams, *,
-                mode: str | None = None) -> VideoScores:
+                mode: str | None = None, clips: int | None = None) -> VideoScores:
     """Average of the two streams' softmax outputs (two-stream baseline; Table 1 "Sum / Softmax")."""
-    return late_fuse(stream_scores(cfg, data, spatial, "spatial", mode=mode),
-                     stream_scores(cfg, data, temporal, "temporal", mode=mode), mode="softmax")
+    return late_fuse(stream_scores(cfg, data, spatial, "spatial", mode=mode, clips=clips),
+                     stream_scores(cfg, data, temporal, "temporal", mode=mode, clips=clips), mode="softmax")
 
 
 def stream_summary(cfg: Profile, data: DataBundle, streams: Streams) -> pd.DataFrame:
@@ -178,7 +175,7 @@ def figure1(cfg: Profile, data: DataBundle, streams: Streams, *, video_index: in
     """conv1-conv3 (relu1-relu3) activations of both streams for one test clip -> ``figure1.png``."""
     s = data.split(streams.split)
     views = TwoStreamViews(data.store, s.test[video_index:video_index + 1], clip_sampling(cfg, T=1, train=False),
-                           mode="T5_flips", crop=cfg.test_crop)
+                           mode="spread_flips", crop=cfg.test_crop)
     clip = views[0]
     rgb, flow = clip["rgb"][:1], clip["flow"][:1]  # first sample: [1, C, H, W]
     spatial = plots.activation_maps(streams.spatial, rgb)

@@ -33,7 +33,7 @@ Fisher-vector encoded IDT features with its ConvNet. This module follows the aut
    their matches are excluded from the next homography (skipped when the mask covers more than
    half of the frame, which means the estimate was wrong rather than that the scene moved).
 
-Departures from the C++ code (all documented in ``README_SECTION.md``): one Farneback flow per
+Departures from the C++ code (all documented in ``docs/idt.md``): one Farneback flow per
 frame pair at full resolution, resized to each pyramid scale (the authors compute it coarse to
 fine on their own pyramid); median filtering with OpenCV's ``medianBlur`` (border pixels use
 replicated neighbours); ORB/SIFT instead of SURF; no human detector.

@@ -4,7 +4,7 @@ Every row is counted on the real modules: two VGG-M-2048 towers (spatial: 3 inpu
 temporal: 2L = 20, without norm2), 101 classes, 224x224 input, fused by :class:`TwoStreamNet` as
 the row describes, built on PyTorch's ``meta`` device (no memory for the ~180M parameters).
 
-How the paper counts (worked out from its numbers, see README_SECTION.md): ``#layers`` counts the
+How the paper counts (worked out from its numbers, see docs/models.md): ``#layers`` counts the
 layers with weights (5 conv + 3 FC per VGG-M-2048, plus each injected fusion convolution); the
 fused-from tower is truncated above the last fusion layer, except late fusion (both towers whole);
 the bilinear row counts the towers' convolutions and leaves the classifier out ("+SVM"). Rows:
@@ -23,16 +23,18 @@ table2      conv@relu3+relu5+fc6      conv at ReLU3, ReLU5, FC6              8 +
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from twostream_lib import paper
+
 from .backbones import build_backbone
 from .twostream import TwoStreamNet
 
-__all__ = ["ParamRow", "PAPER_ARCHITECTURES", "count_parameters", "paper_parameter_rows", "paper_counts",
-           "markdown_table"]
+__all__ = ["ParamRow", "count_parameters", "parameter_rows", "counts", "markdown_table"]
 
 
 @dataclass(frozen=True)
@@ -59,23 +61,6 @@ class ParamRow:
         return self.params_M
 
 
-#: (table, key, TwoStreamNet keyword arguments) for every row of Tables 1 and 2 with a #parameters value.
-PAPER_ARCHITECTURES: tuple[tuple[str, str, dict], ...] = (
-    ("table1", "sum@softmax", {"fusion": "softmax"}),
-    ("table1", "max@relu5", {"fusion": "max"}),
-    ("table1", "concat@relu5", {"fusion": "concat"}),
-    ("table1", "bilinear@relu5", {"fusion": "bilinear"}),
-    ("table1", "sum@relu5", {"fusion": "sum"}),
-    ("table1", "conv@relu5", {"fusion": "conv"}),
-    ("table2", "conv@relu2", {"layers": ("relu2",)}),
-    ("table2", "conv@relu3", {"layers": ("relu3",)}),
-    ("table2", "conv@relu4", {"layers": ("relu4",)}),
-    ("table2", "conv@relu5", {"layers": ("relu5",)}),
-    ("table2", "conv@relu5+fc8", {"layers": ("relu5", "fc8"), "fusion": ("conv", "sum")}),
-    ("table2", "conv@relu3+relu5+fc6", {"layers": ("relu3", "relu5", "fc6")}),
-)
-
-
 def count_parameters(model: nn.Module, *, exclude: nn.Module | None = None) -> tuple[int, int]:
     """(parameters, layers with weights) of ``model``; a layer is a Conv2d, Conv3d or Linear.
     ``exclude``: a submodule left out of both counts."""
@@ -94,15 +79,16 @@ def _build(kwargs: dict, *, backbone: str, num_classes: int, flow_channels: int,
         return TwoStreamNet(spatial, temporal, **kwargs)
 
 
-def paper_parameter_rows(*, backbone: str = "vgg_m_2048", num_classes: int = 101, flow_channels: int = 20,
-                         spatial_in_channels: int = 3) -> list[ParamRow]:
-    """Our counts for every architecture of Tables 1 and 2 (:data:`PAPER_ARCHITECTURES`).
+def parameter_rows(architectures: Sequence[tuple[str, str, dict]], *, backbone: str = "vgg_m_2048",
+                   num_classes: int = 101, flow_channels: int = 20, spatial_in_channels: int = 3) -> list[ParamRow]:
+    """Our counts of ``architectures``: (table, row key, TwoStreamNet keyword arguments) each, as the
+    table registry defines its rows (``twostream_lib.experiments.registry.parameter_rows``).
 
     The defaults are the paper's setting. ``spatial_in_channels=20`` reproduces the paper's apparent
     convention of counting conv1 of both towers with the flow network's 20 input channels.
     """
     rows = []
-    for table, key, kwargs in PAPER_ARCHITECTURES:
+    for table, key, kwargs in architectures:
         net = _build(kwargs, backbone=backbone, num_classes=num_classes, flow_channels=flow_channels,
                      spatial_in_channels=spatial_in_channels)
         params, layers = count_parameters(net, exclude=net.classifier)
@@ -113,24 +99,25 @@ def paper_parameter_rows(*, backbone: str = "vgg_m_2048", num_classes: int = 101
     return rows
 
 
-def paper_counts(**kwargs) -> dict[str, tuple[int, float]]:
+def counts(rows: Sequence[ParamRow]) -> dict[str, tuple[int, float]]:
     """{row key: (layers, parameters in millions)} for :func:`twostream_lib.tables.build_table`'s
-    ``paper_counts``; Table 1's "Sum [22]" row (the same late-fusion architecture) included."""
-    out = {r.key: (r.layers, r.params_M) for r in paper_parameter_rows(**kwargs)}
-    out["sum@softmax[22]"] = out["sum@softmax"]
+    ``paper_counts``; Table 1's "Sum [22]" row (the same late-fusion architecture as "Sum (ours)") included."""
+    out = {r.key: (r.layers, r.params_M) for r in rows}
+    if "sum@softmax" in out:
+        out["sum@softmax[22]"] = out["sum@softmax"]
     return out
 
 
-def markdown_table(rows: list[ParamRow] | None = None) -> str:
-    """Ours beside the paper's #layers and #parameters (from :mod:`twostream_lib.paper`), as markdown."""
-    from twostream_lib import paper
-
-    rows = paper_parameter_rows() if rows is None else rows
+def markdown_table(rows: Sequence[ParamRow]) -> str:
+    """Ours beside the paper's #layers and #parameters (from :mod:`twostream_lib.paper`), as markdown;
+    rows the paper gives no count for are left out."""
+    printed = {(p.table, p.key): p for p in paper.ROWS if p.dataset == "ucf101" and p.params_m is not None}
+    rows = [r for r in rows if (r.table, r.key) in printed]
     out = ["| Table | Row (paper) | Our model: fusion @ layer | #layers ours / paper | #params (M) ours | "
            "#params (M) paper | difference |",
            "|---|---|---|---|---|---|---|"]
     for r in rows:
-        p = paper.paper_value(r.table, r.key)
+        p = printed[(r.table, r.key)]
         ours = f"{r.params_M:.2f}" + (f" + {r.extra_params / 1e6:.2f} (classifier)" if r.extra_params else "")
         theirs = f"{p.params_m:.2f}" + (" + SVM" if "SVM" in p.note else "")
         diff = 100 * (r.params_M - p.params_m) / p.params_m
