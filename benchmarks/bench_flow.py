@@ -2,7 +2,7 @@
 
 Measures flow frames per second per core (frame pairs per CPU second of one single-threaded process,
 as ``prepare`` runs OpenCV) and the wall-clock speed-up from using two processes, for OpenCV's default TV-L1
-parameters and the "fast" preset, on the real UCF101 clip in ``../shared/data`` resized to the paper's
+parameters and the "fast" preset, on the real UCF101 clip in ``tests/data/videos`` (provenance: ``tests/data/README.md``) resized to the paper's
 short side of 256 px and to the demo's 48-64 px. Also times the whole per-video pipeline
 (``extract_video``: decode, resize, JPEG, flow) with the fast preset.
 
@@ -38,7 +38,7 @@ from twostream_lib.data.prepare import (  # noqa: E402  (after the path set-up a
     resolve_tvl1,
 )
 
-DEFAULT_VIDEO = REPO.parent / "shared" / "data" / "videos" / "ucf101" / "v_Basketball_g01_c01.avi"
+DEFAULT_VIDEO = REPO / "tests" / "data" / "videos" / "ucf101" / "v_Basketball_g01_c01.avi"  # tests/data/README.md
 #: (short side, preset, frame pairs timed); pairs are spread evenly over the clip.
 CONFIGS = [(256, "default", 12), (256, "fast", 40), (64, "default", 40), (64, "fast", 140),
            (48, "default", 60), (48, "fast", 140)]

@@ -10,7 +10,7 @@ Measures, on one process with OpenCV and BLAS single-threaded (as each worker of
   videos/s with the paper's 256 Gaussians per type and with the demo's 32;
 
 on (a) a synthetic demo clip of 48x48 px and 24 frames rendered by ``twostream_lib.data.synthetic``
-and (b) the real UCF101 clip ``v_Basketball_g01_c01.avi`` (320x240) from ``../shared/data``, limited
+and (b) the real UCF101 clip ``v_Basketball_g01_c01.avi`` (320x240) from ``tests/data/videos``, limited
 to its first 60 of 141 frames (``--real-frames``) to keep the run short on a shared 2-core machine.
 
     python benchmarks/bench_idt.py            # about a minute on 2 cores
@@ -42,7 +42,7 @@ from twostream_lib.idt.fisher import fit_fisher_encoder
 from twostream_lib.idt.pipeline import extract_video
 from twostream_lib.idt.trajectories import DTParams
 
-REAL_VIDEO = REPO.parent / "shared" / "data" / "videos" / "ucf101" / "v_Basketball_g01_c01.avi"
+REAL_VIDEO = REPO / "tests" / "data" / "videos" / "ucf101" / "v_Basketball_g01_c01.avi"  # tests/data/README.md
 OUT = REPO / "results" / "benchmarks" / "idt.json"
 
 

@@ -4,7 +4,7 @@ A two-stream training sample (paper Sec. 3.5) is T = 5 RGB frames and T flow sta
 frames: with tau < L the stacks overlap, but a sample still decodes 5 RGB JPEGs and up to 2 x 50
 flow JPEGs, i.e. opens up to ~100 small files in the authors' layout. The packed store
 (``stores.pack_store``) keeps the very same JPEG bytes in one file per video. This script prepares
-the real UCF101 clip in ``../shared/data`` at the paper's short side of 256 px (frames + TV-L1
+the real UCF101 clip in ``tests/data/videos`` (provenance: ``tests/data/README.md``) at the paper's short side of 256 px (frames + TV-L1
 flow, fast preset) once into a temporary folder, packs it, and times ``TwoStreamClips`` (T=5, L=10,
 224 x 224 "jitter" crops, flips) through a DataLoader with 1 and 2 worker processes for both layouts.
 
@@ -43,7 +43,7 @@ from twostream_lib.data.sampling import ClipSampling, TwoStreamClips, clip_indic
 from twostream_lib.data.splits import VideoItem  # noqa: E402
 from twostream_lib.data.stores import open_store, pack_store  # noqa: E402
 
-DEFAULT_VIDEO = REPO.parent / "shared" / "data" / "videos" / "ucf101" / "v_Basketball_g01_c01.avi"
+DEFAULT_VIDEO = REPO / "tests" / "data" / "videos" / "ucf101" / "v_Basketball_g01_c01.avi"  # tests/data/README.md
 OUT = REPO / "results" / "benchmarks" / "loading.json"
 WORKERS = (1, 2)
 BATCH = 8

@@ -29,7 +29,9 @@
 
 # %% tags=["parameters"]
 profile: str = "demo"  # "demo" (synthetic, CPU) | "paper" (UCF101/HMDB51, GPU) | "smoke"
-synthetic_seed: int = 0  # seed of the generated data set (demo profile only)
+dataset: str = None  # "synthetic" | "ucf101" | "hmdb51"; None: the profile's
+synthetic_seed: int = None  # seed of the generated data set (synthetic only); None: the profile's
+results_dir: str = None  # folder of tables, figures and runs; None: the profile's ("results")
 split: int = 1  # official split (1, 2 or 3)
 
 # %%
@@ -37,7 +39,7 @@ from IPython.display import Markdown, display
 
 from twostream_lib import experiments as ex
 
-cfg = ex.setup(profile, synthetic_seed=synthetic_seed, split=split)
+cfg = ex.setup(profile, dataset=dataset, synthetic_seed=synthetic_seed, results_dir=results_dir, split=split)
 data = ex.prepare_data(cfg)
 
 # %% [markdown]
@@ -48,11 +50,24 @@ data = ex.prepare_data(cfg)
 ex.split_summary(data)
 
 # %% [markdown]
-# One video: T=5 RGB frames tau frames apart, and the horizontal (u) and vertical (v) TV-L1 flow at
-# the same times, as stored (clipped at ±20 px and mapped to 0..255; grey 128 is no motion).
+# One video: T=5 RGB frames spread over the video, and the horizontal (u) and vertical (v) TV-L1 flow
+# at the same times, as stored (clipped at ±20 px and mapped to 0..255; grey 128 is no motion), and
+# the same flow in the colour-wheel coding of the Middlebury benchmark (Baker et al., IJCV 2011): the
+# hue is the direction of motion (see the wheel: red to the right, cyan to the left, yellow down,
+# blue-violet up), the saturation its speed relative to the fastest pixel of the five frames (printed
+# above the wheel), white is still.
 
 # %%
 ex.data_figure(cfg, data)
+
+# %% [markdown]
+# **What to look for.** In a synthetic what-moves-where video the four discs have different colours
+# but the same luminance. The grey u/v rows hardly differ from 128: a displacement of a pixel or two
+# is a faint shade. The colour row shows the motion at once: only one disc is coloured, its hue
+# swinging between opposite directions as it oscillates, and the other discs are white, i.e. still.
+# Nothing in the flow says which colour the moving disc has (flow is computed on grey frames, where
+# the four discs look alike), and nothing in one frame says which disc moves: the class needs both,
+# at the same place.
 
 # %% [markdown]
 # The data card written beside the data.

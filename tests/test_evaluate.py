@@ -8,8 +8,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from twostream_lib.errors import ConfigError, DataError
-from twostream_lib.evaluate import (VideoScores, accuracy, binomial_ci, confusion, late_fuse, load_scores,
-                                    per_class_accuracy, predict, save_scores, standard_error)
+from twostream_lib.evaluate import (VideoScores, accuracy, binomial_ci, confusion, group_collate, late_fuse,
+                                    load_scores, per_class_accuracy, predict, save_scores, standard_error)
 
 torch.set_num_threads(1)
 
@@ -77,6 +77,42 @@ def test_predict_on_a_two_stream_model_and_its_errors():
         predict(Identity(), KnownViews(torch.zeros(0, 2), [], []), input_keys=("x",))
     with pytest.raises(ConfigError, match="batch_size"):
         predict(Identity(), views, batch_size=0)
+
+
+def test_group_collate_batches_samples_of_equal_shape_together():
+    a, b = {"x": torch.zeros(2, 3), "label": 0}, {"x": torch.ones(2, 5), "label": 1}
+    groups = group_collate([(0, a), (1, b), (2, a), (3, a)])
+    assert [g[0].tolist() for g in groups] == [[0, 2, 3], [1]]
+    assert groups[0][1]["x"].shape == (3, 2, 3) and groups[1][1]["x"].shape == (1, 2, 5)
+    one = group_collate([(4, a), (5, a)])  # one shape: default_collate's batch
+    assert len(one) == 1 and torch.equal(one[0][1]["x"], torch.utils.data.default_collate([a, a])["x"])
+
+
+def test_predict_on_whole_frames_of_different_widths():
+    """HMDB51 clips keep their aspect ratio (height 240, widths vary): fully convolutional whole-frame
+    testing (Sec. 3.5) batches frames 48 and 64 px wide together, split into groups of one width, and
+    gives each video the scores it gets alone."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_sampling import ArrayStore, item, planted_video
+    from test_train import TinyTwoStream
+
+    from twostream_lib.data.sampling import ClipSampling, TwoStreamViews
+
+    store = ArrayStore({"a": planted_video(9, h=40, w=48), "b": planted_video(12, h=40, w=64),
+                        "c": planted_video(10, h=40, w=48)})
+    views = TwoStreamViews(store, [item("a", 0), item("b", 1), item("c", 2)], ClipSampling(T=2, L=2, size=32),
+                           mode="spread_flips", crop="full")
+    assert views[0]["rgb"].shape[-1] == 48 and views[2]["rgb"].shape[-1] == 64
+    with pytest.raises(RuntimeError, match="stack expects each tensor to be equal size"):  # what plain batching does
+        torch.utils.data.default_collate([views[0], views[2]])
+    model = TinyTwoStream()
+    together = predict(model, views, batch_size=6)
+    alone = predict(model, views, batch_size=1)
+    assert together.videos == ["a", "b", "c"] and together.views.tolist() == [2, 2, 2]
+    np.testing.assert_allclose(together.scores, alone.scores, rtol=1e-5, atol=1e-6)
 
 
 def test_accuracy_confusion_and_per_class_accuracy():

@@ -23,12 +23,16 @@ def test_accuracy_row_same_test_videos_share_one_binomial_term():
     assert row.n_test == 100 and "spread over 2 training seeds" in row.uncertainty
 
 
-def test_accuracy_row_disjoint_splits_pool_their_test_videos_and_not_their_spread():
+def test_accuracy_row_disjoint_splits_pool_their_test_videos_and_their_spread_stands_in():
     a = _scores(50, 100)
     b = _scores(70, 100, videos=[f"w{i}" for i in range(100)])
-    row = ex.accuracy_row("k", "label", [a, b])  # one seed per split: no training spread measured
+    row = ex.accuracy_row("k", "label", [a, b])  # one seed per split: the spread over splits stands in
     assert row.accuracy == pytest.approx(60.0) and row.n_test == 200
-    assert row.stderr == pytest.approx(100 * np.sqrt(0.6 * 0.4 / 200))
+    split_var = np.var([50.0, 70.0], ddof=1) / 2
+    assert row.stderr == pytest.approx(np.sqrt((100 * np.sqrt(0.6 * 0.4 / 200)) ** 2 + split_var))
+    assert "spread over 2 splits" in row.uncertainty
+    two_seeds = ex.accuracy_row("k", "label", [a, _scores(60, 100)])  # same videos: the seeds' spread
+    assert "spread over 2 training seeds" in two_seeds.uncertainty
 
 
 def _row(key, correct, n=200, seeds=(0,)):
@@ -75,6 +79,24 @@ def test_equivalence_claims_need_the_interval_inside_the_margin():
         ex.Claim("x", "<", "y", "x loses")
 
 
+def test_verdicts_are_recorded_and_summarised_from_the_records(tmp_path):
+    claims = ex.TABLES["table1"].claims[:2]
+    rows = {c: _row(c, n) for c, n in (("conv@relu5", 180), ("sum@softmax", 100), ("sum@relu5", 100))}
+    found = ex.check_claims(claims, rows)
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "02_table1.ipynb").write_text("{}")
+    path = ex.write_findings(tmp_path, "table1", "Table 1", found, profile="demo", dataset="synthetic")
+    record = __import__("json").loads(path.read_text())
+    assert [f["verdict"] for f in record["findings"]] == [f.verdict for f in found]
+    assert record["findings"][0]["a"] == 90.0 and record["findings"][0]["difference"] == 40.0
+    summary = (tmp_path / "findings.md").read_text()
+    assert summary.startswith("# Findings") and "profile `demo`, data set `synthetic`" in summary
+    held = sum(f.verdict == "HELD" for f in found)
+    assert f"{held} HELD" in summary and summary.count("| [table1](notebooks/02_table1.ipynb) |") == 2
+    assert found[0].detail in summary  # the numbers, exactly as the notebook prints them
+    assert "No findings" in ex.summary_markdown(tmp_path / "elsewhere")
+
+
 def test_seed_spread_widens_the_interval_of_a_difference():
     claim = ex.Claim("x", ">", "y", "x beats y")
     steady = {"x": _row("x", [104, 104, 104]), "y": _row("y", [100, 100, 100])}
@@ -96,20 +118,23 @@ def test_unknown_table_is_named():
         ex.run_table(ex.load_profile("demo"), None, "table9")
 
 
-def test_run_dir_changes_with_training_settings_and_backbone_architecture(tmp_path, monkeypatch):
+def test_run_dir_changes_with_the_settings_of_its_kind_and_the_backbone_architecture(tmp_path, monkeypatch):
     import dataclasses
 
     from twostream_lib.models import backbones
 
     cfg = ex.setup("demo", results_dir=str(tmp_path))
-    base = ex.run_dir(cfg)
-    assert base == ex.run_dir(cfg) and (base / "settings.json").is_file()
-    assert ex.run_dir(dataclasses.replace(cfg, epochs_stream=cfg.epochs_stream + 1)) != base
-    assert ex.run_dir(dataclasses.replace(cfg, workers=3)) == base  # does not change what is trained
+    towers, heads = ex.run_dir(cfg, "towers"), ex.run_dir(cfg, "heads")
+    assert towers == ex.run_dir(cfg, "towers") and (towers / "settings.json").is_file() and towers != heads
+    longer = dataclasses.replace(cfg, epochs_stream=cfg.epochs_stream + 1)
+    assert ex.run_dir(longer, "towers") != towers and ex.run_dir(longer, "heads") != heads
+    head_only = dataclasses.replace(cfg, epochs_fusion=cfg.epochs_fusion + 1)
+    assert ex.run_dir(head_only, "towers") == towers and ex.run_dir(head_only, "heads") != heads  # towers reused
+    assert ex.run_dir(dataclasses.replace(cfg, workers=3), "heads") == heads  # does not change what is trained
     spec = backbones._REGISTRY["demo_shallow"]()
-    wider = backbones._narrow_spec(spec, {64: 96})
+    wider = backbones._narrow_spec(spec, {32: 48})
     monkeypatch.setitem(backbones._REGISTRY, "demo_shallow", lambda: wider)
-    assert ex.run_dir(cfg) != base  # a changed demo layer does not reuse towers cached before
+    assert ex.run_dir(cfg, "towers") != towers  # a changed demo layer does not reuse towers cached before
 
 
 def test_rows_with_the_same_architecture_share_one_trained_head():
@@ -151,3 +176,20 @@ def test_weights_digest_tells_equal_from_different_models():
     with torch.no_grad():
         b.bias[0] += 1e-6
     assert ex.weights_digest(a) != ex.weights_digest(b)
+
+
+def test_idt_extracts_with_the_profiles_workers(monkeypatch):
+    """IDT descriptors come from the profile's `workers` processes; with workers=0 (the demo's), from its
+    `threads` (one: in this process)."""
+    from types import SimpleNamespace
+
+    from twostream_lib.experiments import registry
+
+    seen = []
+    monkeypatch.setattr(registry, "compute_idt_scores", lambda *a, **kw: seen.append(kw["workers"]))
+    monkeypatch.setattr(registry, "run_dir", lambda *a, **kw: "idt-cache")
+    data = SimpleNamespace(store=None, split=lambda k: SimpleNamespace(train=["a"], test=["b"], classes=["x"]))
+    for workers in (0, 1, 8):
+        registry.idt_scores(ex.load_profile("paper", workers=workers), data, 1)
+    registry.idt_scores(ex.load_profile("demo"), data, 1)  # workers 0, threads 2
+    assert seen == [1, 1, 8, 2]

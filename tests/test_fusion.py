@@ -183,3 +183,37 @@ def test_conv3d_fusion_shapes_random_init_and_errors():
     assert Conv3dFusion(2, pair=(1.0, 0.0)).conv.weight[0, 2].abs().sum() == 0  # pair override
     with pytest.raises(ConfigError, match="'identity'"):
         Conv3dFusion(2, init="identity")
+
+
+def test_conv3d_init_output_scale_paper_text_is_about_40x_the_released():
+    """Section 3.5's 3D conv init read literally ("paper": [I, 3I] x a peak-1 Gaussian) starts 4 x sum(g) =
+    4 x 10.84 = 43.4 times larger than the released one ([0.25 I, 0.75 I] x the Gaussian normalised to
+    sum 1): the two kernels differ only by that factor, so every output does. On ReLU-like maps (half
+    zeros, the temporal one 3x weaker as the paper says) the output std over the input std is about 5.0
+    ("paper") against 0.12 ("released"); on a constant map the released fusion returns 0.25 x^a + 0.75 x^b
+    (the scale fc6 was trained on) and the paper text 10.84 (x^a + 3 x^b). This is why the ``paper``
+    profile defaults to ``conv3d_init="released"``."""
+    from twostream_lib.config import PROFILES
+
+    g = torch.Generator().manual_seed(0)
+    xa = torch.relu(torch.randn(4, 64, 5, 14, 14, generator=g))
+    xb = torch.relu(torch.randn(4, 64, 5, 14, 14, generator=g)) / 3
+    x_std = torch.cat([xa, xb], 1).std()
+    with torch.no_grad():
+        out = {init: Conv3dFusion(64, init=init)(xa, xb) for init in ("paper", "released")}
+    gain = 4 * float(gaussian_kernel3d(3, 1.0).sum())
+    assert gain == pytest.approx(43.36, abs=0.01)
+    torch.testing.assert_close(out["paper"], gain * out["released"], rtol=1e-4, atol=1e-4)
+    scale = {init: float(y.std() / x_std) for init, y in out.items()}
+    assert scale["paper"] == pytest.approx(5.0, rel=0.05) and scale["released"] == pytest.approx(0.116, rel=0.05)
+    assert 40 < scale["paper"] / scale["released"] < 45
+    # a constant map, away from the zero padding: the weighted sum itself (released) or 10.84 times it, with 3x
+    a, b = torch.full((1, 2, 5, 7, 7), 2.0), torch.full((1, 2, 5, 7, 7), 1.0)
+    with torch.no_grad():
+        centre = {init: float(Conv3dFusion(2, init=init)(a, b)[0, 0, 2, 3, 3]) for init in ("paper", "released")}
+    assert centre["released"] == pytest.approx(0.25 * 2 + 0.75 * 1, rel=1e-5)
+    assert centre["paper"] == pytest.approx(gain / 4 * (2 + 3 * 1), rel=1e-5)
+    # "centre" (the demo's): [I I] at the centre tap, so the head starts as sum fusion, x^a + x^b, everywhere
+    with torch.no_grad():
+        torch.testing.assert_close(Conv3dFusion(64, init="centre")(xa, xb), xa + xb)
+    assert PROFILES["paper"].conv3d_init == "released" and PROFILES["demo"].conv3d_init == "centre"

@@ -57,5 +57,7 @@ def test_paper_profile_runs_one_iteration_on_a_real_clip(ucf_root, tmp_path, mon
 
 def test_paper_profile_names_missing_data(tmp_path):
     cfg = ex.setup("paper", data_root=str(tmp_path), device="cpu")
-    with pytest.raises(DataError, match=r"ucf101/frames does not exist.*prepare"):
+    # the fastest route first: the authors' frames and flow, then TV-L1 from the videos
+    with pytest.raises(DataError, match=r"ucf101/frames does not exist.*fastest.*fetch ucf101 --no-videos --root "
+                                        r".* --precomputed; or .*prepare"):
         ex.prepare_data(cfg)

@@ -67,16 +67,40 @@ def test_table_joins_ours_with_paper_and_writes_files(tmp_path):
     assert not list((tmp_path / "tables").glob("*.tmp"))
 
 
+def test_synthetic_tables_show_chance_ceiling_and_each_class_family():
+    fam = {"chance": 100 / 14, "ceiling": 92.857, "family:appearance": 100.0, "family_ceiling:appearance": 100.0,
+           "family:order": 41.25, "family_ceiling:order": 50.0}
+    rows = [tables.ResultRow("conv@relu5", "conv, demo", 80.0, 4.0, 100, extra=fam)]
+    df = tables.build_table("table1", rows, profile="demo", dataset="synthetic", split="1")
+    md = tables.to_markdown(df, title="T1")
+    header, _, conv = ([c.strip() for c in line.split("|")[1:-1]] for line in md.splitlines()[4:7])
+    assert header[-2:] == ["Chance %", "Ceiling %"] and conv[-2:] == ["7.1", "92.9"]
+    assert conv[3] == "86.0"  # the paper's 85.96, one decimal like ours
+    assert tables.family_columns(df) == ["appearance", "order"]
+    fam_table = tables.family_markdown(df)
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in fam_table.splitlines()]
+    assert cells[0] == ["What ran (ours)", "appearance", "order"]
+    assert cells[2:] == [["conv, demo", "100.0 (100.0)", "41.2 (50.0)"]]  # unmeasured paper rows left out
+    plain = tables.build_table("table1", [tables.ResultRow("conv@relu5", "conv", 80.0)], profile="paper",
+                               dataset="ucf101", split="1")
+    assert "Ceiling" not in tables.to_markdown(plain, title="T1") and tables.family_markdown(plain) == ""
+
+
 def test_readme_section_is_regenerated(tmp_path):
-    (tmp_path / "results" / "tables").mkdir(parents=True)
-    (tmp_path / "results" / "tables" / "table2.md").write_text("T2\n")
-    (tmp_path / "results" / "tables" / "table10.md").write_text("T10\n")
+    results = tmp_path / "results"
+    (results / "tables").mkdir(parents=True)
+    (results / "tables" / "table2.md").write_text("T2\n")
+    (results / "tables" / "table10.md").write_text("T10\n")
+    (results / "findings.md").write_text("# Findings\n\n| [table1](notebooks/02_table1.ipynb) | c | HELD |\n")
     readme = tmp_path / "README.md"
     readme.write_text(f"head\n{tables.README_BEGIN}\nold\n{tables.README_END}\ntail\n")
-    assert tables.update_readme(readme, tmp_path / "results")
+    assert tables.update_readme(readme, results)
     text = readme.read_text()
-    assert "old" not in text and text.index("T2") < text.index("T10") and text.endswith("tail\n")
-    assert not tables.update_readme(readme, tmp_path / "results")
+    assert "old" not in text and "# Findings" not in text and text.endswith("tail\n")
+    assert "| [table1](results/notebooks/02_table1.ipynb) | c | HELD |" in text  # links from the README's folder
+    assert "[table2](results/tables/table2.md), [table10](results/tables/table10.md)" in text  # linked, not pasted
+    assert "T2" not in text
+    assert not tables.update_readme(readme, results)
     readme.write_text("no markers")
     with pytest.raises(ConfigError, match="no results markers"):
         tables.update_readme(readme, tmp_path / "results")

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from twostream_lib.data.sampling import (
-    DENSE_CLIPS, FRAMES25, IMAGENET_MEAN, IMAGENET_STD, TEST_CROPS, VIEW_MODES, ClipSampling, Crop,
-    TwoStreamClips, TwoStreamViews, apply_crop, clip_indices, fixed_crops, jitter_crop, load_clip,
-    multiscale_crop, spread_positions, train_positions)
+    DENSE_CLIPS, FRAMES25, IMAGENET_MEAN, IMAGENET_STD, RELEASED_CROPS, TEST_CROPS, VIEW_MODES, ClipSampling,
+    Crop, TwoStreamClips, TwoStreamViews, apply_crop, border_grid, clip_indices, fixed_crops, jitter_crop,
+    load_clip, multiscale_crop, multiscale_regular_crop, no_centre_crop, spread_positions, train_positions)
 from twostream_lib.data.splits import VideoItem
 from twostream_lib.data.stores import FrameStore
 from twostream_lib.errors import ConfigError, DataError
@@ -153,6 +153,82 @@ def test_multiscale_crop_sizes_and_positions():
         if c.h < 256:
             positions.add(five.index((c.x0, c.y0)))
     assert positions == {0, 1, 2, 3, 4}  # four corners and the centre
+
+
+def test_no_centre_crop_positions_are_the_released_border_grid_never_the_centre():
+    """Released ``noCtr`` (cnn_ucf101_get_im_flow_batch.m): offsets floor((W - w) f) with f on
+    linspace(0, .25, 20) or linspace(.75, 1, 20), the same zone for x and y (top-left or bottom-right)."""
+    W, H = 341, 256
+    lo, hi = border_grid(0.25)
+    assert lo[0] == 0 and lo[-1] == 0.25 and hi[0] == 0.75 and hi[-1] == 1 and len(lo) == len(hi) == 20
+    # fixed size (jitter 0): the drawn positions are exactly the grid's, in both zones, and nothing else
+    s = ClipSampling(size=224, jitter=0.0, crop="noCtr")
+    rng = np.random.default_rng(0)
+    drawn = {(c.x0, c.y0) for c in (no_centre_crop(W, H, s, rng) for _ in range(20000))}
+    zone = {z: {(int(np.floor(117 * fx)), int(np.floor(32 * fy))) for fx in g for fy in g}
+            for z, g in (("top-left", lo), ("bottom-right", hi))}
+    assert drawn == zone["top-left"] | zone["bottom-right"]
+    xs = sorted({x for x, _ in drawn})
+    assert xs[:3] == [0, 1, 3] and max(x for x in xs if x < 58) == 29 and min(x for x in xs if x > 58) == 87
+    assert not any(29 < x < 87 for x in xs)  # the central half of the free range is never drawn
+    assert (0, 32) not in drawn and (117, 0) not in drawn  # nor the other two corners (the released pairing)
+    # with the +-25% size jitter: sizes as "jitter", offsets in the border zones of their own free range
+    s = ClipSampling(size=224, crop="noCtr")
+    rng = np.random.default_rng(1)
+    widths = set()
+    for _ in range(3000):
+        c = no_centre_crop(W, H, s, rng)
+        assert 168 <= c.w <= 280 and 168 <= c.h <= 256 and (c.out_w, c.out_h) == (224, 224)
+        assert 0 <= c.x0 <= W - c.w and 0 <= c.y0 <= H - c.h
+        fx, fy = c.x0 / max(W - c.w, 1), c.y0 / max(H - c.h, 1)
+        assert (fx <= 0.25 and fy <= 0.25) or (fx >= 0.75 - 1 / max(W - c.w, 1) and fy >= 0.75 - 1 / max(H - c.h, 1))
+        widths.add(c.w)
+    assert len(widths) > 80
+    # the paper's "jitter" rule, by contrast, puts a 224 crop of a 341 px frame in the centre band x0 in [32, 85]
+    rng = np.random.default_rng(0)
+    jitter_x = {jitter_crop(W, H, ClipSampling(size=224, jitter=0.0), rng).x0 for _ in range(2000)}
+    assert min(jitter_x) == 32 and max(jitter_x) == 85
+
+
+def test_multiscale_regular_crop_sides_are_independent_and_the_centre_rounds_up():
+    """Released ``multiScaleRegular`` (cnn_ucf101_get_flow_batch.m): sides from {256, 224, 192, 168}
+    independently (all 16 pairs, unlike "multiscale"), at 4 corners or floor((W - w + 1) / 2)."""
+    W, H = 341, 256
+    s = ClipSampling(size=224, crop="multiScaleRegular")
+    rng = np.random.default_rng(0)
+    sides, places = set(), set()
+    for _ in range(4000):
+        c = multiscale_regular_crop(W, H, s, rng)
+        sides.add((c.w, c.h))
+        five = [(0, 0), (W - c.w, H - c.h), (W - c.w, 0), (0, H - c.h), ((W - c.w + 1) // 2, (H - c.h + 1) // 2)]
+        assert (c.x0, c.y0) in five and (c.out_w, c.out_h) == (224, 224)
+        if c.w < W - 1 and c.h < H:
+            places.add(five.index((c.x0, c.y0)))
+        if (c.w, c.h) == (224, 192) and c.x0 not in (0, W - 224):
+            assert (c.x0, c.y0) == (59, 32)  # (117 + 1) // 2, (64 + 1) // 2: the released rounding
+    assert sides == {(w, h) for w in (256, 224, 192, 168) for h in (256, 224, 192, 168)}
+    assert places == {0, 1, 2, 3, 4}
+
+
+@pytest.mark.parametrize("crop", RELEASED_CROPS)
+def test_released_crops_drive_training_clips(crop):
+    """Each released rule is a training crop mode of TwoStreamClips: the clip's crop comes from it, is
+    shared by both streams, flips about half the time, and is deterministic per (seed, epoch, index)."""
+    store = ArrayStore({"a": pattern_video(12, h=40, w=64)})
+    s = ClipSampling(T=2, L=2, tau=(1, 3), size=32, crop=crop)
+    clips = TwoStreamClips(store, [item("a")] * 200, s, train=True, seed=7)
+    plans = [clips.sample_plan(i, 64, 40)[1] for i in range(200)]
+    assert plans == [clips.sample_plan(i, 64, 40)[1] for i in range(200)]
+    rule = multiscale_regular_crop if crop == "multiScaleRegular" else no_centre_crop
+    for i in (0, 1, 2):  # the crop is the rule's draw after tau and the start, as the module docstring says
+        rng = np.random.default_rng([7, 0, i])
+        tau = int(rng.integers(1, 4))
+        train_positions(12, 2, tau, rng)
+        c = rule(64, 40, s, rng)
+        assert (plans[i].x0, plans[i].y0, plans[i].w, plans[i].h) == (c.x0, c.y0, c.w, c.h)
+    assert 60 < sum(p.flip for p in plans) < 140
+    sample = clips[0]
+    assert sample["rgb"].shape == (2, 3, 32, 32) and sample["flow"].shape == (2, 4, 32, 32)
 
 
 def test_fixed_crops():
@@ -355,7 +431,7 @@ def test_too_short_video_and_too_large_crop_name_the_video():
     store.data["short"] = (planted_video(2)[0][:1], planted_video(2)[1][:0])
     with pytest.raises(DataError, match="short.*at least 2"):
         TwoStreamClips(store, [item("short")], ClipSampling(size=16), train=True)[0]
-    for crop in ("jitter", "multiscale", "center"):
+    for crop in ("jitter", "multiscale", "center", *RELEASED_CROPS):
         with pytest.raises(DataError, match=r"small.*30x24.*crop size 32"):
             TwoStreamClips(store, [item("small")], ClipSampling(size=32, crop=crop), train=True)[0]
     with pytest.raises(DataError, match="small"):
@@ -377,3 +453,13 @@ def test_bad_settings_raise_config_error():
     with pytest.raises(ConfigError, match="crop"):
         TwoStreamViews(store, [item("a")], ClipSampling(), crop="jitter")
     assert TwoStreamViews(store, [item("a")], ClipSampling(crop="jitter")).crop == "center"
+
+
+def test_paper_profile_trains_fusion_with_the_released_crop():
+    """The ``paper`` profile follows the released code where it is explicit: fusion heads train on
+    ``noCtr`` crops (cnn_ucf101_fusion.m); the demo's 48-px frames are used whole (its crop is 48)."""
+    from twostream_lib.config import PROFILES
+    from twostream_lib.data.sampling import TRAIN_CROPS
+
+    assert PROFILES["paper"].fusion_crop == "noCtr" and PROFILES["demo"].fusion_crop == "full"
+    assert PROFILES["paper"].fusion_crop in TRAIN_CROPS

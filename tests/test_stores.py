@@ -291,6 +291,20 @@ def test_decoded_cache_is_bit_identical_decodes_once_and_bounds_memory(tmp_path,
         DecodedCache(store, max_bytes=0)
 
 
+def test_decoded_cache_pickles_without_its_frames(tmp_path):
+    """A worker process gets the store, not copies of every frame decoded so far (the IDT pool sent the
+    whole cache with each of 630 tasks)."""
+    import pickle
+
+    store = open_store(make_authors_store(tmp_path, videos=("v_A_g01_c01",), n_rgb=5))
+    cache = DecodedCache(store, max_bytes=1 << 20)
+    cache.read_rgb("v_A_g01_c01", [0])
+    assert cache.nbytes > 0
+    copy = pickle.loads(pickle.dumps(cache))
+    assert copy.nbytes == 0 and copy.max_bytes == 1 << 20 and len(pickle.dumps(cache)) < 2000
+    np.testing.assert_array_equal(copy.read_rgb("v_A_g01_c01", [4]), store.read_rgb("v_A_g01_c01", [4]))
+
+
 def test_profile_cache_frames_wraps_the_store(tmp_path):
     from twostream_lib.config import load_profile
     from twostream_lib.experiments.data import _open_store

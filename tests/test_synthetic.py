@@ -35,7 +35,7 @@ def test_class_table():
     assert families.count("motion") == 2 and families.count("order") == 2
 
 
-@pytest.mark.parametrize("name", ["RedHorizontal", "GreenVertical", "Square", "Orbit", "VerticalThenHorizontal"])
+@pytest.mark.parametrize("name", ["RedHorizontal", "GreenVertical", "OrangeSquare", "Orbit", "VerticalThenHorizontal"])
 def test_render_video_ground_truth(name):
     video, info = syn.render_video(name, seed=3, group=2, clip=4, size=56, frames=28)
     assert video.shape == (28, 56, 56, 3) and video.dtype == np.uint8
@@ -70,7 +70,7 @@ def test_motion_labels_and_order_layout():
     track = o["positions"][:, mover]
     assert np.allclose(track[:5], track[0]) and np.allclose(track[10:19], track[0])  # rests at the anchor
     assert np.allclose(track[5:10, 0], track[0, 0]) and not np.allclose(track[5:10, 1], track[0, 1])
-    _, sq = syn.render_video("Square", clip=1)
+    _, sq = syn.render_video("OrangeSquare", clip=1)
     assert sq["shape"] == "square" and set(sq["motions"]) <= {"H", "V"}
 
 
@@ -87,7 +87,10 @@ def test_order_phases_are_symmetric_and_no_stack_sees_both(frames):
 def test_principle_accuracy_ladder():
     acc = syn.principle_accuracy()
     values = [acc[k] for k in syn.MODEL_FAMILIES]
-    assert values == pytest.approx([3 / 14, 5 / 14, 7 / 14, 13 / 14, 1.0])
+    assert values == pytest.approx([3 / 14, 5 / 14, 7 / 14, 13 / 14, 1.0, 6 / 14])
+    # IDT sees grey frames: the two squares differ only in colour, so it tells them apart by chance
+    assert syn.principle_accuracy(by_family=True)[syn.IDT_FAMILY] == pytest.approx(
+        {"appearance": 0.5, "motion": 1.0, "order": 0.5, "what-moves-where": 0.25})
     per = syn.principle_accuracy(by_family=True)
     assert per["late fusion (softmax average)"] == pytest.approx(
         {"appearance": 1.0, "motion": 1.0, "order": 0.5, "what-moves-where": 0.25})
@@ -104,7 +107,7 @@ def test_split_groups_partition():
 
 def test_params_are_validated(tmp_path):
     for bad in (dict(size=8), dict(frames=12), dict(groups=2), dict(classes=["Nope"]), dict(seed=-1),
-                dict(classes=["Square", "Square"])):
+                dict(classes=["OrangeSquare", "OrangeSquare"])):
         with pytest.raises(ConfigError):
             syn.generate_synthetic(tmp_path / "x", **{**TINY, **bad})
 
@@ -113,22 +116,22 @@ def test_params_are_validated(tmp_path):
 def tiny(tmp_path_factory):
     """3 classes x 3 groups x 1 clip, 32 px, 16 frames, generated and prepared (real TV-L1)."""
     root = tmp_path_factory.mktemp("synthetic")
-    ds = syn.make_synthetic_dataset(root, classes=["RedHorizontal", "Square", "VerticalThenHorizontal"],
+    ds = syn.make_synthetic_dataset(root, classes=["RedHorizontal", "OrangeSquare", "VerticalThenHorizontal"],
                                     workers=1, progress=False, **TINY)
     return ds
 
 
 def test_layout_and_splits(tiny):
     root = tiny.root
-    assert tiny.classes == ("RedHorizontal", "Square", "VerticalThenHorizontal")
-    assert tiny.families == {"RedHorizontal": "what-moves-where", "Square": "appearance",
+    assert tiny.classes == ("OrangeSquare", "RedHorizontal", "VerticalThenHorizontal")  # sorted, as UCF101
+    assert tiny.families == {"RedHorizontal": "what-moves-where", "OrangeSquare": "appearance",
                              "VerticalThenHorizontal": "order"}
     assert (tiny.size, tiny.frames, tiny.groups, tiny.clips, tiny.seed) == (32, 16, 3, 1, 0)
     assert tiny.timings["prepare"] > 0 and tiny.timings["generate"] > 0
     assert (root / "splits" / "classInd.txt").read_text().splitlines() == [
-        "1 RedHorizontal", "2 Square", "3 VerticalThenHorizontal"]
+        "1 OrangeSquare", "2 RedHorizontal", "3 VerticalThenHorizontal"]
     videos = sorted(p.relative_to(root / "videos").as_posix() for p in (root / "videos").rglob("*.avi"))
-    assert len(videos) == 9 and "Square/v_Square_g02_c01.avi" in videos
+    assert len(videos) == 9 and "OrangeSquare/v_OrangeSquare_g02_c01.avi" in videos
     for k in (1, 2, 3):
         ucf = load_split("synthetic", tiny.split_dir, k)
         hmdb = load_split("hmdb51", tiny.hmdb_split_dir, k)
@@ -157,7 +160,7 @@ def _decode(path):
 
 
 def test_video_files_keep_their_colours(tmp_path):
-    video, info = syn.render_video("Triangle", seed=5, size=56, frames=8)
+    video, info = syn.render_video("CyanSquare", seed=5, size=56, frames=8)
     path = syn.write_video(tmp_path / "v.avi", video)
     decoded = _decode(path)
     assert decoded.shape == video.shape and not list(tmp_path.glob("*.tmp*"))
@@ -168,7 +171,8 @@ def test_video_files_keep_their_colours(tmp_path):
             want = video[t, int(round(y)), int(round(x))].astype(float)
             assert np.abs(got - want).max() <= 16, (info["colours"][k], got, want)
             assert min(refs, key=lambda c: np.linalg.norm(refs[c] - got)) == info["colours"][k]
-    assert np.abs(decoded.astype(float) - video).mean() < 4
+    # MJPG subsamples chroma: the large saturated square's edges cost most of this
+    assert np.abs(decoded.astype(float) - video).mean() < 5
 
 
 def test_prepared_frames_and_flow_show_what_moves_where(tiny):
@@ -208,13 +212,13 @@ def test_idempotent_and_regenerates_on_new_parameters(tiny, tmp_path, monkeypatc
         raise AssertionError("prepare_videos called again")
 
     monkeypatch.setattr(prepare, "prepare_videos", fail)
-    stamp = os.stat(tiny.video_root / "Square" / "v_Square_g01_c01.avi").st_mtime_ns
+    stamp = os.stat(tiny.video_root / "OrangeSquare" / "v_OrangeSquare_g01_c01.avi").st_mtime_ns
     again = syn.make_synthetic_dataset(tiny.root, classes=list(tiny.classes), workers=1, progress=False, **TINY)
     assert again.frames_root == tiny.frames_root and again.timings == tiny.timings
-    assert os.stat(tiny.video_root / "Square" / "v_Square_g01_c01.avi").st_mtime_ns == stamp
+    assert os.stat(tiny.video_root / "OrangeSquare" / "v_OrangeSquare_g01_c01.avi").st_mtime_ns == stamp
 
     root = tmp_path / "s"
-    syn.generate_synthetic(root, classes=["Orbit", "Square"], workers=1, progress=False, **TINY)
+    syn.generate_synthetic(root, classes=["Orbit", "OrangeSquare"], workers=1, progress=False, **TINY)
     (root / "frames").mkdir()  # pretend something was prepared with these parameters
     syn.generate_synthetic(root, seed=1, classes=["Orbit"], workers=1, progress=False, **TINY)
     assert sorted(p.name for p in (root / "videos").iterdir()) == ["Orbit"]  # never mixed
@@ -224,7 +228,7 @@ def test_idempotent_and_regenerates_on_new_parameters(tiny, tmp_path, monkeypatc
 
 
 def test_parallel_generation_gives_the_same_videos(tmp_path):
-    kw = dict(classes=["Orbit", "Triangle"], progress=False, size=32, frames=8, groups=3, clips=1)
+    kw = dict(classes=["Orbit", "CyanSquare"], progress=False, size=32, frames=8, groups=3, clips=1)
     one = syn.generate_synthetic(tmp_path / "one", workers=1, **kw)
     two = syn.generate_synthetic(tmp_path / "two", workers=2, **kw)
     files = sorted(p.relative_to(one).as_posix() for p in one.rglob("*.avi"))

@@ -412,7 +412,7 @@ def test_a_model_with_its_own_loss_trains_and_reports_no_accuracy():
 
 
 TINY = {"synthetic_size": 48, "synthetic_frames": 16, "synthetic_groups": 3, "synthetic_clips": 1,
-        "synthetic_classes": ["Orbit", "RedHorizontal", "Square"], "T": 2, "crop": 48, "batch_size": 4,
+        "synthetic_classes": ["OrangeSquare", "Orbit", "RedHorizontal"], "T": 2, "crop": 48, "batch_size": 4,
         "epochs_stream": 2, "epochs_temporal": 2, "epochs_fusion": 2, "feature_epochs": 1,
         "appearance_pretrain_epochs": 1, "threads": 1}
 

@@ -78,7 +78,7 @@ def test_forward_equals_head_of_fusion_inputs_and_per_frame_average(clip):
     rgb, flow = clip
     model = TwoStreamNet(*towers(), fusion="conv")
     fa, fb = model.fusion_inputs(rgb, flow)
-    assert fa.shape == (2, 3, 64, 6, 6) and fb.shape == (2, 3, 64, 6, 6)
+    assert fa.shape == (2, 3, 32, 6, 6) and fb.shape == (2, 3, 32, 6, 6)
     out = model(rgb, flow)
     torch.testing.assert_close(model.head(fa, fb)["scores"], out["scores"])
     half = model.head(fa.half(), fb.half())["scores"]  # a float16 feature cache
@@ -100,7 +100,7 @@ def test_conv_fusion_with_identity_init_equals_sum_fusion_and_concat_starts_as_s
     by_concat = TwoStreamNet(copy.deepcopy(s), copy.deepcopy(t), fusion="concat")
     torch.testing.assert_close(by_conv(rgb, flow)["scores"], by_sum(rgb, flow)["scores"])
     fc6 = by_concat.spatial.stages.fc6.fc6  # concat doubles fc6's input (Table 1), initialised [W, W]
-    assert fc6.in_channels == 128 and torch.equal(fc6.weight[:, :64], fc6.weight[:, 64:])
+    assert fc6.in_channels == 64 and torch.equal(fc6.weight[:, :32], fc6.weight[:, 32:])
     # with no pooling between the fusion and the widened layer, concatenation starts as sum fusion
     at4 = dict(layers=("relu4",))
     torch.testing.assert_close(TwoStreamNet(copy.deepcopy(s), copy.deepcopy(t), fusion="concat", **at4)(rgb, flow)
@@ -128,7 +128,7 @@ def test_truncation_and_kept_towers(clip):
     assert kept.temporal.layer_names[-1] == "fc8"
     torch.testing.assert_close(out["scores"], (out["logits"][0] + out["logits"][1]) / 2)  # Table 4 caption
     bil = TwoStreamNet(*towers(), fusion="bilinear")
-    assert bil.spatial.layer_names[-1] == "relu5" and bil.classifier.in_features == 64 * 64
+    assert bil.spatial.layer_names[-1] == "relu5" and bil.classifier.in_features == 32 * 32
 
 
 def test_section_3_4_architecture(clip):
@@ -136,7 +136,7 @@ def test_section_3_4_architecture(clip):
     m = TwoStreamNet.spatiotemporal(*towers())
     assert (m.temporal_fusion, m.truncate, m.layers, m.fuse_into) == ("conv3d_pool3d", False, ("relu5",), "spatial")
     assert isinstance(m.fusions["relu5"], Conv3dFusion) and set(m.pool3d) == {"spatial", "temporal"}
-    assert m.fusions["relu5"].conv.weight.shape == (64, 128, 3, 3, 3)
+    assert m.fusions["relu5"].conv.weight.shape == (32, 64, 3, 3, 3)
     out = m(rgb, flow)
     torch.testing.assert_close(out["scores"], torch.stack(out["logits"]).mean(0))
     released = build_two_stream(backbone="demo_deep", num_classes=C, spatiotemporal=True, pool3d="released",

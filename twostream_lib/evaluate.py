@@ -17,11 +17,16 @@ than it): :func:`standard_error` and the Wilson interval :func:`binomial_ci` ove
 Under ``torch.distributed`` (``torchrun``), :func:`predict` splits the (video, view) samples over the
 processes without padding, gathers (index, video, view, scores) from all of them and counts every
 video exactly once.
+
+Whole frames of different sizes (HMDB51 keeps each clip's aspect ratio: height 240, widths vary;
+Section 3.5's fully convolutional testing uses the entire frame) cannot share one tensor: each
+DataLoader batch is split into groups of equal shapes (:func:`group_collate`), one forward pass each.
+Frames of one size give the batches as before.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
@@ -37,6 +42,7 @@ from .files import atomic_write
 __all__ = [
     "VideoScores",
     "predict",
+    "group_collate",
     "accuracy",
     "confusion",
     "per_class_accuracy",
@@ -93,9 +99,22 @@ class _Indexed(Dataset):
         return i, self.dataset[i]
 
 
-def _collate(items):
-    idx = torch.tensor([i for i, _ in items], dtype=torch.int64)
-    return idx, torch.utils.data.default_collate([s for _, s in items])
+def _shape_key(sample) -> tuple:
+    """The shapes of a sample's tensors: samples with equal keys can be stacked into one batch."""
+    if isinstance(sample, Mapping):
+        return tuple((k, tuple(v.shape)) for k, v in sample.items() if isinstance(v, torch.Tensor))
+    return ()
+
+
+def group_collate(items: Sequence[tuple[int, object]]) -> list[tuple[torch.Tensor, object]]:
+    """Collate ``(index, sample)`` pairs into ``[(indices, batch), ...]``, one batch per distinct set of
+    tensor shapes (whole frames of different widths, HMDB51), groups in order of their first sample.
+    Samples of one shape give one group: exactly ``default_collate``'s batch."""
+    groups: dict[tuple, list] = {}
+    for i, sample in items:
+        groups.setdefault(_shape_key(sample), []).append((i, sample))
+    return [(torch.tensor([i for i, _ in g], dtype=torch.int64),
+             torch.utils.data.default_collate([s for _, s in g])) for g in groups.values()]
 
 
 # ----------------------------------------------------------------------------- prediction
@@ -111,7 +130,8 @@ def predict(model: torch.nn.Module, views_set: Dataset, *, batch_size: int = 32,
     ``"view"`` (as ``TwoStreamViews`` returns; without ``"video"`` each sample is its own video).
     The model is called as ``model(*[batch[k] for k in input_keys])`` in eval mode and returns a
     [B, C] tensor or a dict with ``"scores"``. ``softmax=True`` averages softmax probabilities
-    instead of the pre-softmax scores. Videos come out in the order of their first view.
+    instead of the pre-softmax scores. Videos come out in the order of their first view. Samples whose
+    tensors differ in shape (whole frames of different widths) are run in groups of equal shape.
 
     Under ``torch.distributed`` each process scores every ``world``-th sample (no padding), the
     results are gathered on every process and each video is counted once.
@@ -126,24 +146,25 @@ def predict(model: torch.nn.Module, views_set: Dataset, *, batch_size: int = 32,
     net.eval()
     indices = list(range(rank, len(views_set), world_size))
     loader = DataLoader(Subset(_Indexed(views_set), indices), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, collate_fn=_collate,
+                        num_workers=workers, collate_fn=group_collate,
                         pin_memory=torch.device(device).type == "cuda")
     idx_parts, video_parts, view_parts, label_parts, score_parts = [], [], [], [], []
     from tqdm import tqdm
 
     try:
-        for idx, batch in tqdm(loader, desc="predict", disable=not progress or rank != 0, leave=False):
-            with autocast(amp, device):
-                scores = output_scores(net(*model_inputs(batch, input_keys, device, channels_last)))
-            scores = scores.float()
-            if softmax:
-                scores = scores.softmax(dim=1)
-            idx_parts.append(idx.numpy())
-            score_parts.append(scores.cpu().numpy())
-            label_parts.append(np.asarray(batch["label"], dtype=np.int64))
-            video_parts += (list(batch["video"]) if "video" in batch else [str(i) for i in idx.tolist()])
-            view_parts.append(np.asarray(batch["view"], dtype=np.int64) if "view" in batch
-                              else np.zeros(len(idx), np.int64))
+        for groups in tqdm(loader, desc="predict", disable=not progress or rank != 0, leave=False):
+            for idx, batch in groups:  # one group unless the frames differ in size
+                with autocast(amp, device):
+                    scores = output_scores(net(*model_inputs(batch, input_keys, device, channels_last)))
+                scores = scores.float()
+                if softmax:
+                    scores = scores.softmax(dim=1)
+                idx_parts.append(idx.numpy())
+                score_parts.append(scores.cpu().numpy())
+                label_parts.append(np.asarray(batch["label"], dtype=np.int64))
+                video_parts += (list(batch["video"]) if "video" in batch else [str(i) for i in idx.tolist()])
+                view_parts.append(np.asarray(batch["view"], dtype=np.int64) if "view" in batch
+                                  else np.zeros(len(idx), np.int64))
     finally:
         net.train(was_training)
 

@@ -1,6 +1,8 @@
 """Every number the paper reports, in one place (Feichtenhofer, Pinz, Zisserman, CVPR 2016).
 
-Notebooks, tables and the README read paper values only from here; nothing is typed twice.
+Notebooks, tables and the README read paper values only from here; nothing is typed twice. The
+training schedules of the authors' released code (``RELEASED_SCHEDULES``), which the ``paper``
+profile follows, live here too.
 Accuracies are in percent, parameters in millions. ``source`` says where a value was read;
 two rows are repaired because the text copy of the paper garbled them (see ``REPAIRED``).
 
@@ -137,10 +139,12 @@ HYPERPARAMETERS = {
     "tau_range": (1, 10),  # temporal stride sampled uniformly
     "batch_size": 96,  # videos per batch
     "lr": 1e-3,  # fusion fine-tuning; reduced 10x when validation accuracy saturates
-    "lr_stream": 1e-2,  # single streams from ImageNet, as in [22]
     "dropout": 0.85,
-    "momentum": 0.9,
+    "momentum": 0.9,  # and weight decay: MatConvNet's cnn_train_dag.m defaults, which the scripts keep
     "weight_decay": 5e-4,
+    # released code (dagnn.DagNN.setLrWd: biasesLRWD [2 0]): biases learn at twice the rate, without decay
+    "bias_lr_factor": 2.0,
+    "bias_decay": False,
     "flow_bound": 20.0,  # TV-L1 clipped at +-20 px (as in [22])
     "short_side": 256,  # frames rescaled so that the smallest side is 256
     "conv3d_kernel": (3, 3, 3),  # 3x3x3x1024x512 fusion kernel
@@ -148,6 +152,103 @@ HYPERPARAMETERS = {
     "temporal_init_factor": 3.0,  # temporal identity x3
     "crop": 224,
 }
+
+
+@dataclass(frozen=True)
+class ReleasedSchedule:
+    """One training run as the authors' released MatConvNet scripts set it up
+    (github.com/feichtenhofer/twostreamfusion: ``cnn_ucf101_spatial.m``, ``cnn_ucf101_temporal.m``,
+    ``cnn_ucf101_fusion.m``, all trained by ``cnn_train_dag.m``).
+
+    ``lrs`` is ``opts.train.learningRate``, one rate per "epoch"; an "epoch" there is ``passes`` passes
+    over the training videos (``opts.train.train = repmat(train, 1, opts.train.epochFactor)``).
+    ``batch_size`` is ``opts.train.batchSize`` (accumulated there over ``numSubBatches`` pieces).
+    ``backprop_from`` maps ``opts.train.backpropDepth`` to our layer names
+    (:data:`twostream_lib.models.backbones.LAYERS`): during the first ``backprop_epochs`` "epochs"
+    (the length of that cell array) only ``backprop_from`` and the layers above it train; later epochs
+    back-propagate through the whole network (``cnn_train_dag.m``: ``state.backpropDepth = []``).
+    """
+
+    lrs: tuple[float, ...]
+    passes: int  # opts.train.epochFactor
+    batch_size: int
+    backprop_from: str | None = None
+    backprop_epochs: int = 0
+    source: str = ""
+
+    @property
+    def epochs(self) -> int:
+        """Released "epochs": one per rate."""
+        return len(self.lrs)
+
+    @property
+    def total_passes(self) -> int:
+        """Passes over the training videos when every rate has had its epoch."""
+        return len(self.lrs) * self.passes
+
+    def lr(self, pass_index: int) -> float:
+        """The rate of pass ``pass_index`` (0-based). Past the table the last rate holds, as in
+        ``cnn_train_dag.m`` (``learningRate(min(epoch, numel(learningRate)))``; the scripts set no end)."""
+        return self.lrs[min(pass_index // self.passes, len(self.lrs) - 1)]
+
+
+def _rates(*runs: tuple[float, int]) -> tuple[float, ...]:
+    """MatConvNet's ``[a*ones(1, n) b*ones(1, m) ...]``."""
+    return tuple(rate for rate, n in runs for _ in range(n))
+
+
+_SPATIAL = "cnn_ucf101_spatial.m"
+_TEMPORAL = "cnn_ucf101_temporal.m"
+
+#: The released training schedules: ``[stage][backbone]`` for the streams, one for every fusion head.
+#: VGG-16 takes the scripts' ``if strfind(model, 'vgg16')`` branch; VGG-M-2048 (``elseif ... 'vgg-m'``)
+#: keeps the values set above it. The spatial VGG-16's ``backpropDepth`` is ``'layer37'``: the unnamed
+#: 37th layer after ``replace_last_layer`` inserts dropout (the model the fusion script loads is
+#: ``-dr0.85``) into MatConvNet's 37-layer VGG-16, i.e. the dropout before fc8, so for three epochs
+#: only fc8 trains. VGG-M's ``'pool5'`` stops below fc6 (our stage "fc6" starts with pool5).
+RELEASED_SCHEDULES = {
+    "spatial": {
+        "vgg16": ReleasedSchedule(_rates((1e-3, 3), (5e-4, 5), (5e-5, 2), (5e-6, 2)), passes=10, batch_size=128,
+                                  backprop_from="fc8", backprop_epochs=3, source=f"{_SPATIAL}, vgg16 branch"),
+        "vgg_m_2048": ReleasedSchedule(_rates((1e-2, 2), (1e-2, 3), (1e-3, 3), (1e-4, 3)), passes=10,
+                                       batch_size=256, backprop_from="fc6", backprop_epochs=2,
+                                       source=f"{_SPATIAL}, defaults"),
+    },
+    "temporal": {
+        "vgg16": ReleasedSchedule(_rates((5e-4, 10), (5e-5, 5), (5e-6, 1)), passes=100, batch_size=128,
+                                  source=f"{_TEMPORAL}, vgg16 branch"),
+        "vgg_m_2048": ReleasedSchedule(_rates((1e-2, 1), (1e-3, 1), (1e-4, 1), (1e-5, 1)), passes=100,
+                                       batch_size=128, source=f"{_TEMPORAL}, defaults"),
+    },
+    # two VGG-16 towers in the script; the same protocol for every fusion head (Sec. 3.5: batch 96, lr 1e-3).
+    # Back-propagation stops at the fusion layer (backpropDepth 'relu5_3_spatial'): our heads train on the
+    # frozen towers' features (experiments.fusion), so no backprop_from here.
+    "fusion": ReleasedSchedule(_rates((1e-3, 2), (1e-4, 1), (1e-5, 1), (1e-6, 1)), passes=10, batch_size=96,
+                               source="cnn_ucf101_fusion.m"),
+}
+
+#: ``cnn_ucf101_spatial.m``: ``if strcmp(opts.dataSet, 'hmdb51')`` shortens the default (VGG-M) rates;
+#: the vgg16 branch, set after it, overrides them for VGG-16.
+RELEASED_SCHEDULES_HMDB51 = {
+    ("spatial", "vgg_m_2048"): ReleasedSchedule(_rates((1e-2, 2), (1e-2, 1), (1e-3, 1), (1e-4, 1)), passes=10,
+                                                batch_size=256, backprop_from="fc6", backprop_epochs=2,
+                                                source=f"{_SPATIAL}, defaults, hmdb51"),
+}
+
+
+def released_schedule(stage: str, backbone: str | None = None, dataset: str = "ucf101") -> ReleasedSchedule:
+    """The released schedule of ``stage`` ("spatial" | "temporal" | "fusion") for ``backbone`` (streams
+    only) on ``dataset``; ConfigError naming the choices when the scripts have none."""
+    if stage == "fusion":
+        return RELEASED_SCHEDULES["fusion"]
+    if stage not in ("spatial", "temporal"):
+        raise ConfigError(f"no released schedule for stage {stage!r}; stages are ['fusion', 'spatial', 'temporal']")
+    if (stage, backbone) in RELEASED_SCHEDULES_HMDB51 and dataset == "hmdb51":
+        return RELEASED_SCHEDULES_HMDB51[stage, backbone]
+    if backbone not in RELEASED_SCHEDULES[stage]:
+        raise ConfigError(f"the released scripts train no {backbone!r} {stage} stream; released schedules exist "
+                          f"for {sorted(RELEASED_SCHEDULES[stage])} (choose schedule='cosine' for other backbones)")
+    return RELEASED_SCHEDULES[stage][backbone]
 
 
 def paper_rows(table: str, dataset: str | None = None) -> list[PaperRow]:

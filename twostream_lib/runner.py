@@ -1,28 +1,95 @@
 """Execute the notebooks headless with papermill (what ``./run_all.sh`` calls).
 
-Each notebook in ``notebooks/`` runs in order into ``results/notebooks/`` with the chosen profile
-and parameters; one progress line per notebook; the run stops at the first failure and names the
-notebook and the cell. Wall times per notebook go to ``results/benchmarks/run_all_<profile>.json``
-(kept out of the notebooks themselves, so that their checked outputs stay free of timings).
+Each notebook in ``notebooks/`` runs in order with the chosen profile and parameters; one progress
+line per notebook; the run stops at the first failure and names the notebook and the cell.
+
+Where the outputs go (executed notebooks, tables, figures, trained runs, benchmark records): one
+folder per profile, data set and synthetic seed, so that no run overwrites another's::
+
+    results/                               the default run: profile demo, its data set, synthetic_seed 0
+                                           (nbval checks results/notebooks; the README shows these tables)
+    results/<profile>[-<dataset>][-seed<k>]/   every other run, e.g.
+        results/demo-seed3/                    ./run_all.sh -p synthetic_seed 3
+        results/paper/                         ./run_all.sh --profile paper
+        results/paper-hmdb51/                  ./run_all.sh --profile paper -p dataset hmdb51
+
+``-<dataset>`` is added when the data set differs from the profile's and ``-seed<k>`` when the data
+set is the synthetic one and ``k`` differs from the profile's seed; ``-p results_dir DIR`` chooses
+the folder outright (relative to the repository root). Each folder holds ``notebooks/``,
+``html/``, ``tables/``, ``figures/``, ``runs/`` and ``benchmarks/``. The runner passes ``results_dir`` to
+every notebook (each declares it, with ``dataset`` and ``synthetic_seed``); the default run passes
+none, so its notebooks are executed exactly as before. Only the default run refreshes the README's
+results section.
+
+Parameters are checked before any notebook runs: a ``-p``/``-f`` name that no selected notebook
+declares is an error listing the accepted names; a value for a profile field must have the field's
+type (``config.load_profile``), any other value the type the notebook declares.
+
+Reading without running: right after a notebook has run, its executed copy is rendered to
+``<folder>/html/<notebook>.html`` (nbconvert's HTMLExporter, nothing re-executed; figures embedded as
+base64 PNG, so one file is the whole page): a run that stops part-way still has the pages of the
+notebooks that ran. See ``docs/notebooks.md``.
+
+Timing: wall seconds per notebook go to ``<folder>/benchmarks/run_all_<profile>.json`` (kept out of the
+notebooks themselves, so that their checked outputs stay free of timings), beside the machine's speed
+measured once at the start (:func:`twostream_lib.arithmetic.matmul_gflops`, 2 threads, float32) and
+the seconds normalised to a machine whose probe reads :data:`REFERENCE_GFLOPS` (seconds x probe /
+110). Demo notebooks over their budget (:data:`BUDGETS`, normalised seconds) get a warning line and
+are listed in the record.
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import os
 import platform
 import sys
 import time
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from twostream_lib.config import PROFILES, REPO_ROOT
-from twostream_lib.errors import ConfigError
-from twostream_lib.files import atomic_write_json
+from twostream_lib.config import PROFILES, REPO_ROOT, Profile, load_profile
+from twostream_lib.errors import ConfigError, DataError
+from twostream_lib.files import atomic_write, atomic_write_json
 
+#: The default run, whose outputs stay in ``results/`` (what nbval and the README read).
+DEFAULT_PROFILE = "demo"
+
+#: Speed of the reference machine: its 2-thread float32 matmul probe (issue 11: 2-core budget).
+REFERENCE_GFLOPS = 110.0
+
+#: Budget of each notebook in normalised seconds (seconds x probe / REFERENCE_GFLOPS), demo profile.
+#: Placeholders to be tuned; a notebook not listed gets DEFAULT_BUDGET.
+BUDGETS: dict[str, float] = {
+    "00_data": 80,
+    "01_approach": 60,  # trains the shallow towers (its real clip), which 01_figure1 then re-uses
+    "01_figure1": 20,
+    "02_table1": 60,
+    "03_table2": 60,
+    "04_table3": 60,
+    "05_table4": 60,
+    "06_table5": 90,
+    "07_table6": 60,
+}
+DEFAULT_BUDGET = 60
+BUDGET_PROFILES = ("demo",)  # budgets are for the 2-core CPU demo; other profiles record times only
+
+#: Parameters that choose the data a notebook computes on: given for a run with its own folder, every
+#: selected notebook must declare them (a notebook that did not would use the profile's data set and seed).
+_DATA_PARAMETERS = ("dataset", "synthetic_seed")
+_PROFILE_FIELDS = frozenset(typing.get_type_hints(Profile))
+# papermill's inferred type names -> the Python types a value may have
+_DECLARED_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
+                   "list": (list, tuple), "tuple": (list, tuple), "dict": (dict,)}
+
+
+# ----------------------------------------------------------------------------- notebooks and parameters
 
 def notebook_paths(notebooks_dir: Path, only: list[str] | None = None) -> list[Path]:
     """Notebooks in run order (file names start with their number); ``only`` filters by substring."""
-    paths = sorted(p for p in notebooks_dir.glob("*.ipynb") if not p.name.startswith("_"))
+    paths = sorted(p for p in Path(notebooks_dir).glob("*.ipynb") if not p.name.startswith("_"))
     if only:
         chosen = [p for p in paths if any(o in p.stem for o in only)]
         missing = [o for o in only if not any(o in p.stem for p in paths)]
@@ -30,6 +97,8 @@ def notebook_paths(notebooks_dir: Path, only: list[str] | None = None) -> list[P
             names = [p.stem for p in paths]
             raise ConfigError(f"--only {missing} matched no notebook; notebooks are {names}")
         return chosen
+    if not paths:
+        raise ConfigError(f"{notebooks_dir}: no notebooks (*.ipynb) there")
     return paths
 
 
@@ -41,35 +110,191 @@ def parse_value(text: str):
         return text
 
 
+def read_parameters_file(path: str | Path) -> dict:
+    """The parameters of a YAML/JSON file (papermill ``-f``): a mapping of names to values."""
+    import yaml  # papermill depends on PyYAML
+
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such parameters file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict) or not all(isinstance(k, str) for k in loaded):
+        raise ConfigError(f"{path}: expected a mapping of parameter names to values, "
+                          f"got {type(loaded).__name__}")
+    return loaded
+
+
+def declared_parameters(nb: Path) -> dict[str, dict]:
+    """The parameters a notebook declares in its ``parameters`` cell (papermill's inspection)."""
+    import papermill as pm  # imported here: the library itself does not need papermill
+
+    return pm.inspect_notebook(str(nb))
+
+
+def results_folder(profile: str, parameters: dict | None = None, *, base: Path | None = None) -> Path:
+    """The folder of a run's outputs (scheme in the module docstring); ``base`` is the profile's
+    ``results_dir`` (``results/``) unless given."""
+    params = {k: v for k, v in (parameters or {}).items() if k in _PROFILE_FIELDS}
+    cfg = load_profile(profile, **params)
+    if params.get("results_dir") is not None:
+        return cfg.results_path
+    base = PROFILES[profile].results_path if base is None else Path(base)
+    default = PROFILES[profile]
+    name = profile
+    if cfg.dataset != default.dataset:
+        name += f"-{cfg.dataset}"
+    if cfg.dataset == "synthetic" and cfg.synthetic_seed != default.synthetic_seed:
+        name += f"-seed{cfg.synthetic_seed}"
+    if name == DEFAULT_PROFILE:
+        return base
+    return base / name
+
+
+@dataclass
+class RunPlan:
+    """A checked run: the notebooks, what each is given, and where the outputs go."""
+
+    profile: str
+    notebooks: list[Path]
+    parameters: dict[Path, dict]  # per notebook: the parameters it declares, `profile` first
+    folder: Path  # results folder of this run
+    default_folder: bool  # True for the default demo run (outputs in results/)
+    given: dict = field(default_factory=dict)  # the parameters as given (-f, -p, --device)
+
+    @property
+    def notebooks_dir(self) -> Path:
+        return self.folder / "notebooks"
+
+    @property
+    def benchmarks_dir(self) -> Path:
+        return self.folder / "benchmarks"
+
+    @property
+    def html_dir(self) -> Path:
+        return self.folder / "html"
+
+
+def plan_run(*, profile: str = DEFAULT_PROFILE, only: list[str] | None = None, device: str | None = None,
+             parameters: dict | None = None, notebooks_dir: Path = REPO_ROOT / "notebooks",
+             results_base: Path | None = None) -> RunPlan:
+    """Check everything that can be checked before a notebook runs; ConfigError names what is wrong."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
+    given = dict(parameters or {})
+    if "profile" in given:
+        if given["profile"] != profile and profile != DEFAULT_PROFILE:
+            raise ConfigError(f"-p profile {given['profile']!r} contradicts --profile {profile}; give one of them")
+        profile = given.pop("profile")
+        if profile not in PROFILES:
+            raise ConfigError(f"-p profile {profile!r}: unknown profile; expected one of {sorted(PROFILES)}")
+    if device is not None:
+        given["device"] = device
+    paths = notebook_paths(notebooks_dir, only)
+    declared = {nb: declared_parameters(nb) for nb in paths}
+    accepted = sorted(set().union(*declared.values()) - {"profile"})
+
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        hints = [f"{u!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(u, accepted, 1))
+                 else repr(u) for u in unknown]
+        raise ConfigError(f"parameter {', '.join(hints)} is declared by no selected notebook "
+                          f"({', '.join(p.stem for p in paths)}); accepted names: {', '.join(accepted)}")
+    # profile fields: the dataclass's types (ConfigError names the field and the type)
+    load_profile(profile, **{k: v for k, v in given.items() if k in _PROFILE_FIELDS})
+    # other parameters: the type each declaring notebook gives them
+    for name, value in given.items():
+        if name in _PROFILE_FIELDS or value is None:
+            continue
+        for nb, params in declared.items():
+            kind = params.get(name, {}).get("inferred_type_name", "")
+            types_ = _DECLARED_TYPES.get(kind)
+            if types_ and (not isinstance(value, types_) or (isinstance(value, bool) and bool not in types_)):
+                raise ConfigError(f"parameter {name}={value!r}: {nb.name} declares it as {kind}, "
+                                  f"got {type(value).__name__}")
+
+    folder = results_folder(profile, given, base=results_base)
+    explicit = given.get("results_dir") is not None
+    default_folder = profile == DEFAULT_PROFILE and not explicit and folder == PROFILES[profile].results_path
+    # the notebooks' own default (results_dir=None) is the profile's folder: any other is passed to them
+    elsewhere = explicit or folder != PROFILES[profile].results_path
+    per_notebook = {}
+    for nb, params in declared.items():
+        if elsewhere:
+            needed = ["results_dir", *(k for k in _DATA_PARAMETERS if k in given)]
+            missing = [k for k in needed if k not in params]
+            if missing:
+                raise ConfigError(f"{nb.name} does not declare {', '.join(missing)}: in a run with its own "
+                                  f"folder ({_relative(folder)}) it would compute on the profile's data or "
+                                  "write to the default results; add it to its parameters cell")
+        values = {"profile": profile, **{k: v for k, v in given.items() if k in params}}
+        if elsewhere:
+            values["results_dir"] = _relative(folder)
+        per_notebook[nb] = values
+    return RunPlan(profile, paths, per_notebook, folder, default_folder, given)
+
+
+def _relative(path: Path) -> str:
+    """A path as the notebooks' ``results_dir`` takes it: relative to the repository root when inside it."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+# ----------------------------------------------------------------------------- running
+
 def run_notebooks(
     *,
-    profile: str = "demo",
+    profile: str = DEFAULT_PROFILE,
     only: list[str] | None = None,
     device: str | None = None,
     parameters: dict | None = None,
     notebooks_dir: Path = REPO_ROOT / "notebooks",
-    output_dir: Path = REPO_ROOT / "results" / "notebooks",
+    results_base: Path | None = None,
     kernel: str = "python3",
-) -> dict[str, float]:
-    """Run the notebooks; return {notebook: seconds}. Raises RuntimeError naming a failed cell."""
-    import papermill as pm  # imported here: the library itself does not need papermill
+    gflops: float | None = None,
+) -> dict:
+    """Check the parameters, run the notebooks, write and return the timing record.
 
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
-    params = {"profile": profile, **(parameters or {})}
-    if device is not None:
-        params["device"] = device
-    output_dir.mkdir(parents=True, exist_ok=True)
+    ``results_base``: where the default run's outputs go (``results/``); other runs use a folder
+    under it. ``gflops``: the machine's speed if already known (measured here otherwise). Raises
+    ConfigError before any notebook runs, RuntimeError naming the notebook and cell that failed.
+    """
+    plan = plan_run(profile=profile, only=only, device=device, parameters=parameters,
+                    notebooks_dir=notebooks_dir, results_base=results_base)
+    return execute(plan, kernel=kernel, gflops=gflops)
+
+
+def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = None) -> dict:
+    """Run a checked plan (see :func:`run_notebooks`)."""
+    import papermill as pm
+
+    from twostream_lib.arithmetic import matmul_gflops, use_pinned_kernels
+
+    # the kernels inherit this process's environment (pinned at import); pin the convolutions here too,
+    # as setup() does in them, so that the record's arithmetic is theirs
+    use_pinned_kernels(load_profile(plan.profile).pinned_arithmetic)
+    if gflops is None:
+        gflops = matmul_gflops()
+    print(f"machine speed: {gflops:.1f} GFLOP/s (2-thread float32 matmul; times are normalised to "
+          f"{REFERENCE_GFLOPS:.0f}); outputs in {_relative(plan.folder)}/", flush=True)
+    out_dir = plan.notebooks_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
-    paths = notebook_paths(notebooks_dir, only)
-    for i, nb in enumerate(paths, 1):
-        out = output_dir / nb.name
-        tmp = output_dir / f".{nb.stem}.running.ipynb"
-        print(f"[{i}/{len(paths)}] {nb.name} (profile {profile}) ...", end="", flush=True)
+    for i, nb in enumerate(plan.notebooks, 1):
+        out = out_dir / nb.name
+        tmp = out_dir / f".{nb.stem}.running.ipynb"
+        print(f"[{i}/{len(plan.notebooks)}] {nb.name} (profile {plan.profile}) ...", end="", flush=True)
         start = time.perf_counter()
         try:
             pm.execute_notebook(
-                str(nb), str(tmp), parameters=_accepted(nb, params), kernel_name=kernel,
+                str(nb), str(tmp), parameters=plan.parameters[nb], kernel_name=kernel,
                 cwd=str(nb.parent), progress_bar=False, log_output=False, report_mode=False,
             )
         except pm.PapermillExecutionError as err:
@@ -80,51 +305,142 @@ def run_notebooks(
             ) from None
         os.replace(tmp, out)
         times[nb.name] = round(time.perf_counter() - start, 1)
-        print(f" done in {times[nb.name]:.0f} s")
-    _record_times(profile, times, output_dir.parent / "benchmarks")
-    return times
+        render_html(out, plan.html_dir / f"{nb.stem}.html")  # not timed: the record times the notebooks
+        print(f" done in {times[nb.name]:.0f} s", flush=True)
+        warning = _budget_warning(plan.profile, nb.stem, times[nb.name], gflops)
+        if warning:
+            print(warning, flush=True)
+    record = timing_record(plan.profile, times, gflops, folder=_relative(plan.folder), parameters=plan.given)
+    atomic_write_json(plan.benchmarks_dir / f"run_all_{plan.profile}.json", record, sort_keys=False)
+    return record
 
 
-def _accepted(nb: Path, params: dict) -> dict:
-    """Only pass the parameters a notebook declares (papermill would add unknown ones silently)."""
-    import papermill as pm
+# ----------------------------------------------------------------------------- HTML renderings
 
-    declared = set(pm.inspect_notebook(str(nb)))
-    return {k: v for k, v in params.items() if k in declared}
+def render_html(notebook: Path, html: Path) -> Path:
+    """Write the HTML rendering of an executed notebook (nbconvert's HTMLExporter, lab template; nothing
+    is executed) to ``html`` atomically; returns ``html``.
+
+    Output images (PNG, JPEG, SVG) are in the page itself (``data:`` URIs), so the file can be opened or
+    mailed on its own. Only LaTeX needs the network: the page loads MathJax from its CDN and shows the
+    ``$...$`` source where there is none. A notebook that cannot be rendered is a RuntimeError naming it.
+    """
+    import logging
+
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    notebook, html = Path(notebook), Path(html)
+    quiet = logging.getLogger(f"{__name__}.html")  # not one "Alternative text is missing" line per figure
+    quiet.setLevel(logging.ERROR)
+    try:
+        nb = nbformat.read(str(notebook), as_version=4)
+        body, _ = HTMLExporter(log=quiet).from_notebook_node(nb, resources={"metadata": {"name": notebook.stem}})
+    except Exception as err:  # any failure of the exporter, named with the notebook
+        raise RuntimeError(f"{notebook.name}: could not render it as HTML ({type(err).__name__}: {err})") from err
+    return atomic_write(html, body)
 
 
-def _record_times(profile: str, times: dict[str, float], bench_dir: Path) -> None:
-    bench_dir.mkdir(parents=True, exist_ok=True)
-    record = {
+# ----------------------------------------------------------------------------- timing record
+
+def budget(profile: str, notebook: str) -> float | None:
+    """A notebook's budget in normalised seconds (None: the profile has no budgets)."""
+    if profile not in BUDGET_PROFILES:
+        return None
+    return float(BUDGETS.get(Path(notebook).stem, DEFAULT_BUDGET))
+
+
+def normalised(seconds: float, gflops: float) -> float:
+    """Seconds on a machine whose probe reads ``gflops``, as seconds on the reference machine."""
+    return seconds * gflops / REFERENCE_GFLOPS
+
+
+def _budget_warning(profile: str, notebook: str, seconds: float, gflops: float) -> str | None:
+    limit = budget(profile, notebook)
+    norm = normalised(seconds, gflops)
+    if limit is None or norm <= limit:
+        return None
+    return (f"warning: {notebook} took {norm:.0f} normalised s ({seconds:.0f} s x {gflops:.1f} / "
+            f"{REFERENCE_GFLOPS:.0f} GFLOP/s), over its budget of {limit:.0f} s")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def timing_record(profile: str, times: dict[str, float], gflops: float, *, folder: str = "results",
+                  parameters: dict | None = None) -> dict:
+    """The ``run_all_<profile>.json`` record: seconds and normalised seconds per notebook, the probe,
+    the budgets and which notebooks went over them, and the machine."""
+    from twostream_lib.arithmetic import describe
+
+    norm = {nb: round(normalised(s, gflops), 1) for nb, s in times.items()}
+    budgets = {nb: budget(profile, nb) for nb in times}
+    over = [nb for nb in times if budgets[nb] is not None and normalised(times[nb], gflops) > budgets[nb]]
+    return {
         "profile": profile,
+        "results_dir": folder,
+        "parameters": parameters or {},
         "seconds_per_notebook": times,
         "total_seconds": round(sum(times.values()), 1),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
+        "probe": {"matmul_gflops": round(gflops, 2), "reference_gflops": REFERENCE_GFLOPS,
+                  "what": "best of 20 float32 1024x1024 matrix products on 2 threads "
+                          "(twostream_lib.arithmetic.matmul_gflops), measured once at the start of the run"},
+        "normalised_seconds_per_notebook": norm,
+        "total_normalised_seconds": round(normalised(sum(times.values()), gflops), 1),
+        "normalisation": "seconds x matmul_gflops / reference_gflops",
+        "budget_normalised_seconds": budgets,
+        "over_budget": over,
+        "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": sys.version.split()[0], "arithmetic": describe()},
     }
-    atomic_write_json(bench_dir / f"run_all_{profile}.json", record, sort_keys=False)
 
+
+# ----------------------------------------------------------------------------- command line
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="run_all.sh", description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="demo", choices=sorted(PROFILES))
+    ap.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES))
     ap.add_argument("--only", nargs="+", metavar="NAME", help="run only notebooks whose name contains NAME")
-    ap.add_argument("--device", help="e.g. cpu, cuda, cuda:1")
+    ap.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: the profile's)")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="papermill parameter passed to every notebook that declares it")
     ap.add_argument("-f", "--parameters-file", help="YAML/JSON file of parameters (papermill -f)")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
-    params = {}
-    if args.parameters_file:
-        import yaml  # papermill depends on PyYAML
-
-        params.update(yaml.safe_load(Path(args.parameters_file).read_text()) or {})
-    params.update({k: parse_value(v) for k, v in args.parameter})
     try:
-        times = run_notebooks(profile=args.profile, only=args.only, device=args.device, parameters=params)
-    except (RuntimeError, ConfigError) as err:
-        print(f"run_all: {err}", file=sys.stderr)
+        params = read_parameters_file(args.parameters_file) if args.parameters_file else {}
+        params.update({k: parse_value(v) for k, v in args.parameter})
+        plan = plan_run(profile=args.profile, only=args.only, device=args.device, parameters=params)
+        record = execute(plan)
+        if plan.default_folder:
+            from twostream_lib.tables import update_readme
+
+            changed = update_readme(REPO_ROOT / "README.md", plan.folder)
+            print("README results section", "updated" if changed else "unchanged")
+    except (ConfigError, DataError) as err:  # bad input: nothing ran (or it names what is missing)
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (RuntimeError, OSError) as err:  # a notebook failed, or a file could not be written
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"all {len(times)} notebooks done in {sum(times.values()):.0f} s")
+    times = record["seconds_per_notebook"]
+    over = f"; over budget: {', '.join(record['over_budget'])}" if record["over_budget"] else ""
+    print(f"all {len(times)} notebooks done in {record['total_seconds']:.0f} s "
+          f"({record['total_normalised_seconds']:.0f} normalised s){over}; "
+          f"read them without running in {_relative(plan.html_dir)}/")
     return 0
 
 

@@ -135,13 +135,45 @@ def to_markdown(df: pd.DataFrame, *, title: str, notes: str = "") -> str:
     for col in df.columns:
         if col.startswith("demo_"):
             show[col.replace("demo_", "demo ").replace("_", " ")] = df[col].map(_num)
+    if "ceiling" in df:  # synthetic data: what the row's model family could reach at best
+        show["Chance %"] = df["chance"].map(_pct)
+        show["Ceiling %"] = df["ceiling"].map(_pct)
     header = (
         f"### {title}\n\n"
         f"profile `{a.get('profile')}`, data set `{a.get('dataset')}`, split {a.get('split')}; "
         f"paper values: {a.get('paper_dataset')}.\n\n"
     )
-    body = show.to_markdown(index=False)
+    body = show.to_markdown(index=False, disable_numparse=True)  # numbers as formatted
+    families = family_markdown(df)
+    if families:
+        body += ("\n\nPer class family (ours, %; in brackets the data card's ceiling of the row's model family "
+                 "for that family):\n\n" + families)
     return header + body + ("\n\n" + notes.strip() if notes.strip() else "") + "\n"
+
+
+FAMILY_PREFIX, FAMILY_CEILING_PREFIX = "family:", "family_ceiling:"
+
+
+def family_columns(df: pd.DataFrame) -> list[str]:
+    """The class families a table breaks its accuracies down by (synthetic data), in column order."""
+    return [c[len(FAMILY_PREFIX):] for c in df.columns if c.startswith(FAMILY_PREFIX)]
+
+
+def family_markdown(df: pd.DataFrame) -> str:
+    """The measured rows' accuracy per class family beside each family's ceiling; '' without families."""
+    fams = family_columns(df)
+    if not fams:
+        return ""
+    measured = df[df["ours_acc"].notna()]
+    show = pd.DataFrame({"What ran (ours)": measured["ran"]})
+    for fam in fams:
+        show[fam] = [f"{_pct(v)} ({_pct(c)})" for v, c in
+                     zip(measured[FAMILY_PREFIX + fam], measured[FAMILY_CEILING_PREFIX + fam])]
+    return show.to_markdown(index=False, disable_numparse=True)
+
+
+def _pct(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{float(x):.1f}"
 
 
 def _int(x) -> str:
@@ -157,17 +189,28 @@ README_END = "<!-- results:end -->"
 
 
 def update_readme(readme: str | Path, results_dir: str | Path) -> bool:
-    """Replace the README's results section with the current tables and figures; True if changed."""
+    """Replace the README's results section with the generated findings summary (``findings.md``), the
+    figures and a link to every table; True if changed. The tables themselves stay in
+    ``results/tables/`` (the README is a front door, not the results)."""
     readme, results_dir = Path(readme), Path(results_dir)
     text = readme.read_text(encoding="utf-8")
     if README_BEGIN not in text or README_END not in text:
         raise ConfigError(f"{readme} has no results markers {README_BEGIN!r} ... {README_END!r}")
+
+    def rel(p: Path) -> str:
+        return (p.relative_to(readme.parent) if p.is_relative_to(readme.parent) else p).as_posix()
+
     parts = []
-    for md in sorted((results_dir / "tables").glob("table*.md"), key=_table_order):
-        parts.append(md.read_text(encoding="utf-8").strip())
+    summary = results_dir / "findings.md"
+    if summary.is_file():  # its own "# Findings" title is the README section's job
+        parts.append(re.sub(r"^# Findings\s*", "", summary.read_text(encoding="utf-8")).strip()
+                     .replace("](notebooks/", f"]({rel(results_dir)}/notebooks/"))
     for png in sorted((results_dir / "figures").glob("*.png")):
-        rel = png.relative_to(readme.parent) if png.is_relative_to(readme.parent) else png
-        parts.append(f"![{png.stem}]({rel.as_posix()})")
+        parts.append(f"![{png.stem}]({rel(png)})")
+    links = [f"[{md.stem}]({rel(md)})" for md in sorted((results_dir / "tables").glob("table*.md"), key=_table_order)]
+    if links:
+        parts.append("Full tables (ours beside the paper's, with chance, ceiling and per-family columns): "
+                     + ", ".join(links) + ".")
     section = "\n\n".join(parts) if parts else "_No results yet: run `./run_all.sh`._"
     new = re.sub(
         re.escape(README_BEGIN) + ".*?" + re.escape(README_END),

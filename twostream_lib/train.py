@@ -6,7 +6,11 @@ reduced by a factor of 10 as soon as the validation accuracy saturates; dropout 
 layers; gradients are only propagated back to the injected fusion layer. The streams themselves are
 trained the same way, lowering the learning rate "after the validation error saturates" instead of
 on a fixed schedule. :class:`TrainConfig` holds those defaults; :func:`train` is the one entry point
-used by notebooks and by ``python -m twostream_lib train``.
+used by notebooks and by ``python -m twostream_lib train``. The authors' released scripts instead step
+the rate through a table, one rate per "epoch" of several passes (``lr_schedule="table"``), train
+biases at twice the rate without weight decay (``bias_lr_factor``, ``bias_decay``) and, in the
+spatial stream's first epochs, back-propagate only into the top layers (``backprop_from``); the
+``paper`` profile uses those (:mod:`twostream_lib.paper`, ``RELEASED_SCHEDULES``).
 
 The engine is generic: a model is called as ``model(*[batch[k] for k in cfg.input_keys])`` and
 returns either a [B, C] tensor or ``{"scores": [B, C], "logits": [[B, C], ...]}``; the loss is the
@@ -40,7 +44,9 @@ import json
 import math
 import os
 import platform
+import re
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +76,7 @@ __all__ = [
     "cleanup_distributed",
 ]
 
-SCHEDULES = ("plateau", "step", "cosine", "constant")
+SCHEDULES = ("plateau", "table", "step", "cosine", "constant")
 MONITORS = ("val_acc", "train_acc", "train_loss")
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_acc", "time")
 # Fields that may change when a run is resumed: they do not change what is computed.
@@ -89,8 +95,11 @@ class TrainConfig:
     batch_size: int = HP["batch_size"]  # global batch; split over the processes under torchrun
     epochs: int = 30  # an upper bound when the plateau schedule stops training itself
     # learning-rate schedule: "plateau" = divide by 1/lr_factor (10) when `monitor` saturates (paper);
-    # "step" and "cosine" (from lr to min_lr over `epochs`) need no validation (e.g. the demo's fixed budget)
-    lr_schedule: str = "plateau"  # "plateau" | "step" | "cosine" | "constant"
+    # "table" (the released scripts' rate per block of epochs), "step" and "cosine" (from lr to min_lr over
+    # `epochs`) need no validation (e.g. the demo's fixed budget)
+    lr_schedule: str = "plateau"  # "plateau" | "table" | "step" | "cosine" | "constant"
+    lr_table: tuple[float, ...] = ()  # "table": one rate per block of lr_table_epochs epochs; the last holds
+    lr_table_epochs: int = 1  # "table": epochs per rate (the released "epoch" of epochFactor passes)
     monitor: str = "val_acc"  # "val_acc" | "train_acc" | "train_loss" (plateau only)
     lr_factor: float = 0.1
     patience: int = 2  # epochs without improvement before a reduction
@@ -98,6 +107,16 @@ class TrainConfig:
     max_reductions: int = 2
     stop_on_plateau: bool = True  # saturating again after max_reductions ends training
     step_size: int = 10  # "step": lr * lr_factor ** (epoch // step_size)
+    warmup_epochs: int = 0  # "table"/"step"/"cosine"/"constant": the rate rises linearly over the first epochs
+    # parameters named "bias" learn at lr x bias_lr_factor, with weight decay only if bias_decay
+    # (released code, MatConvNet's setLrWd: biasesLRWD [2 0], i.e. factor 2 and no decay)
+    bias_lr_factor: float = 1.0
+    bias_decay: bool = True
+    # during the first backprop_epochs epochs only the parameters from the first one whose dotted name
+    # contains the component `backprop_from` (a layer name, e.g. "fc8") on train: the ones registered
+    # before it (the layers below, in a feed-forward stack) get no gradient (released: backpropDepth)
+    backprop_from: str | None = None
+    backprop_epochs: int = 0
     # model: None keeps the model's own dropout; a float sets p of every Dropout module
     # (paper: 0.85 for the FC layers; released code: 0.9 in the temporal net)
     dropout: float | None = None
@@ -127,6 +146,7 @@ class TrainConfig:
         if isinstance(self.amp, bool):
             self.amp = "auto" if self.amp else "off"
         self.input_keys = tuple(self.input_keys)
+        self.lr_table = tuple(float(r) for r in self.lr_table)
         if self.out_dir is not None:
             self.out_dir = str(self.out_dir)
         checks = [
@@ -135,6 +155,11 @@ class TrainConfig:
             ("lr_schedule", self.lr_schedule in SCHEDULES), ("monitor", self.monitor in MONITORS),
             ("lr_factor", 0 < self.lr_factor < 1), ("patience", self.patience >= 0), ("min_lr", self.min_lr >= 0),
             ("max_reductions", self.max_reductions >= 0), ("step_size", self.step_size >= 1),
+            ("warmup_epochs", self.warmup_epochs >= 0),
+            ("lr_table", all(r > 0 for r in self.lr_table) and (self.lr_schedule != "table" or self.lr_table)),
+            ("lr_table_epochs", self.lr_table_epochs >= 1), ("bias_lr_factor", self.bias_lr_factor > 0),
+            ("backprop_from", self.backprop_from is None or bool(self.backprop_from)),
+            ("backprop_epochs", self.backprop_epochs >= 0),
             ("dropout", self.dropout is None or 0 <= self.dropout < 1), ("amp", self.amp in AMP_MODES),
             ("workers", self.workers >= 0), ("input_keys", len(self.input_keys) >= 1),
             ("val_every", self.val_every >= 1), ("checkpoint_every", self.checkpoint_every >= 1),
@@ -171,57 +196,121 @@ class TrainResult:
 
 # ----------------------------------------------------------------------------- schedule
 
-class LRSchedule:
-    """Learning rate per epoch: "reduce by 10x when validation accuracy saturates", step, cosine or constant.
+def scheduled_lr(cfg: TrainConfig, epoch: int) -> float:
+    """The rate of epoch ``epoch`` (0-based) under a fixed schedule ("table", "step", "cosine",
+    "constant"), warm-up included: the function that :class:`LRSchedule` hands to ``LambdaLR``."""
+    if cfg.lr_schedule == "plateau":
+        raise ConfigError("scheduled_lr: 'plateau' depends on the validation metrics, not on the epoch alone")
+    if cfg.lr_schedule == "table":
+        rate = cfg.lr_table[min(epoch // cfg.lr_table_epochs, len(cfg.lr_table) - 1)]
+    elif epoch == 0 or cfg.lr_schedule == "constant":
+        rate = cfg.lr
+    elif cfg.lr_schedule == "step":
+        rate = cfg.lr * cfg.lr_factor ** (epoch // cfg.step_size)
+    else:  # cosine, from lr to min_lr over `epochs`
+        progress = min(epoch / max(cfg.epochs, 1), 1.0)
+        rate = cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return rate * min(1.0, (epoch + 1) / (cfg.warmup_epochs + 1))
 
-    ``plateau`` (Section 3.5): after ``patience`` epochs without improvement of ``monitor`` the rate is
-    multiplied by ``lr_factor``, at most ``max_reductions`` times and not below ``min_lr``; a further
-    saturation then stops training when ``stop_on_plateau``. Its state is plain numbers (checkpointed).
+
+class LRSchedule:
+    """The learning rate of every epoch, set on the optimizer through ``torch.optim.lr_scheduler``.
+
+    A fixed schedule is :func:`scheduled_lr` of the epoch, applied by a ``LambdaLR`` to every parameter
+    group times the group's ``"lr_factor"`` (biases: ``bias_lr_factor``). ``plateau`` (Section 3.5) is a
+    ``ReduceLROnPlateau`` (strict improvement of ``monitor``, ``patience`` epochs, times ``lr_factor``, not
+    below ``min_lr``) wrapped for what it lacks: epochs without validation are skipped, at most
+    ``max_reductions`` reductions are made, and a further saturation stops training when
+    ``stop_on_plateau``. ``optimizer=None`` makes a one-parameter optimizer, for the rates alone.
     """
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, optimizer: torch.optim.Optimizer | None = None):
+        from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
+
         self.cfg = cfg
-        self.lr = cfg.lr
-        self.best: float | None = None
-        self.bad_epochs = 0
+        self.optimizer = optimizer or torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+        self.factors = [float(g.get("lr_factor", 1.0)) for g in self.optimizer.param_groups]
         self.reductions = 0
         self.stopped = False
+        if cfg.lr_schedule == "plateau":
+            for group, factor in zip(self.optimizer.param_groups, self.factors):
+                group["lr"] = cfg.lr * factor
+            self.torch = ReduceLROnPlateau(self.optimizer, mode="min" if cfg.monitor == "train_loss" else "max",
+                                           factor=cfg.lr_factor, patience=cfg.patience, threshold=0.0,
+                                           threshold_mode="abs", min_lr=[cfg.min_lr * f for f in self.factors],
+                                           eps=0.0)
+            if cfg.max_reductions == 0:
+                self._block_reductions()
+        else:
+            for group, factor in zip(self.optimizer.param_groups, self.factors):
+                group["lr"] = group["initial_lr"] = factor  # LambdaLR: rate = factor * scheduled_lr(epoch)
+            self.torch = LambdaLR(self.optimizer, lambda epoch: scheduled_lr(cfg, epoch))
+
+    @property
+    def lr(self) -> float:
+        """The rate of the coming epoch (of parameters with factor 1, i.e. of the weights)."""
+        if self.cfg.lr_schedule != "plateau":
+            return scheduled_lr(self.cfg, self.torch.last_epoch)
+        return float(self.optimizer.param_groups[0]["lr"]) / self.factors[0]
+
+    @property
+    def best(self) -> float | None:
+        """The best value of ``monitor`` so far ("plateau"; None before the first validated epoch)."""
+        if self.cfg.lr_schedule != "plateau" or self.torch.best == self.torch.mode_worse:
+            return None
+        return float(self.torch.best)
+
+    def _block_reductions(self) -> None:
+        self.torch.min_lrs = [float(g["lr"]) for g in self.optimizer.param_groups]
 
     def step(self, epoch: int, metrics: dict[str, float]) -> None:
         """Update after ``epoch`` completed epochs given that epoch's metrics."""
         cfg = self.cfg
-        if cfg.lr_schedule == "step":
-            self.lr = cfg.lr * cfg.lr_factor ** (epoch // cfg.step_size)
-        elif cfg.lr_schedule == "cosine":
-            progress = min(epoch / max(cfg.epochs, 1), 1.0)
-            self.lr = cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
         if cfg.lr_schedule != "plateau":
+            self.torch.last_epoch = epoch - 1
+            with warnings.catch_warnings():  # the rates alone (no optimizer step) are fine here
+                warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+                self.torch.step()
             return
         value = metrics.get(cfg.monitor, math.nan)
         if value is None or math.isnan(value):
             return  # not validated this epoch
-        sign = -1.0 if cfg.monitor == "train_loss" else 1.0
-        if self.best is None or sign * value > sign * self.best:
-            self.best, self.bad_epochs = float(value), 0
+        best, before = self.torch.best, [float(g["lr"]) for g in self.optimizer.param_groups]
+        self.torch.step(value)
+        saturated = self.torch.best == best and self.torch.num_bad_epochs == 0  # it reached its patience
+        if not saturated:
             return
-        self.bad_epochs += 1
-        if self.bad_epochs <= cfg.patience:
-            return
-        self.bad_epochs = 0
-        if self.reductions < cfg.max_reductions and self.lr > cfg.min_lr:
-            self.lr = max(self.lr * cfg.lr_factor, cfg.min_lr)
+        if [float(g["lr"]) for g in self.optimizer.param_groups] != before:
             self.reductions += 1
-        elif cfg.stop_on_plateau:
+            if self.reductions >= cfg.max_reductions:
+                self._block_reductions()
+        elif cfg.stop_on_plateau:  # no reduction left (max_reductions, or at min_lr)
             self.stopped = True
 
     def state_dict(self) -> dict[str, Any]:
-        return {"lr": float(self.lr), "best": self.best, "bad_epochs": self.bad_epochs,
+        return {"lr_schedule": self.cfg.lr_schedule, "torch": self.torch.state_dict(),
                 "reductions": self.reductions, "stopped": self.stopped}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.lr, self.best = float(state["lr"]), state["best"]
-        self.bad_epochs, self.reductions = int(state["bad_epochs"]), int(state["reductions"])
-        self.stopped = bool(state["stopped"])
+    def load_state_dict(self, state: dict[str, Any], *, epoch: int | None = None) -> None:
+        """Restore :meth:`state_dict`; ``epoch`` (completed epochs) also reads the plain state written
+        before the schedules ran on ``torch.optim.lr_scheduler`` (``lr``, ``best``, ``bad_epochs``, ...)."""
+        self.reductions, self.stopped = int(state["reductions"]), bool(state["stopped"])
+        if "torch" in state:
+            self.torch.load_state_dict(state["torch"])
+            rates = self.torch.get_last_lr()
+        elif self.cfg.lr_schedule == "plateau":
+            self.torch.best = self.torch.mode_worse if state["best"] is None else float(state["best"])
+            self.torch.num_bad_epochs = int(state["bad_epochs"])
+            rates = [float(state["lr"]) * f for f in self.factors]
+            if self.reductions >= self.cfg.max_reductions:
+                self.torch.min_lrs = list(rates)
+        elif epoch is not None:
+            self.torch.last_epoch = epoch
+            rates = [f * scheduled_lr(self.cfg, epoch) for f in self.factors]
+        else:
+            raise DataError("LRSchedule: a schedule state of the old format needs the epoch it was saved after")
+        for group, rate in zip(self.optimizer.param_groups, rates):
+            group["lr"] = rate
 
 
 # ----------------------------------------------------------------------------- data order
@@ -317,23 +406,181 @@ def _write_metrics(path: Path, history: list[dict]) -> None:
     atomic_write(path, text.getvalue())
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`train` (``torch.load(weights_only=True)``, on the CPU)."""
+# Checkpoints on disk (issue 13): ``checkpoint.pt`` and the one before it, ``checkpoint.prev.pt``, each
+# with its SHA-256 beside it (``checkpoint.pt.sha256``, in ``sha256sum`` format). A checkpoint is
+# trusted when its digest is one of those recorded for the pair (a rename moves a checkpoint and its
+# digest one after the other); resuming falls back to the previous checkpoint when the latest is
+# damaged, cut short or missing.
+
+def _digest_path(path: Path) -> Path:
+    """``checkpoint.pt`` -> ``checkpoint.pt.sha256``."""
+    return path.with_name(path.name + ".sha256")
+
+
+def _previous_path(path: Path) -> Path:
+    """``checkpoint.pt`` -> ``checkpoint.prev.pt``: the checkpoint before the latest, kept as a fallback."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _pair(path: Path) -> tuple[Path, Path]:
+    """(latest, previous) of the pair ``path`` belongs to."""
+    if path.stem.endswith(".prev"):
+        return path.with_name(path.stem[: -len(".prev")] + path.suffix), path
+    return path, _previous_path(path)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _recorded_digests(path: Path) -> set[str] | None:
+    """The digests recorded beside the pair ``path`` belongs to; None when neither file has one (a run
+    from before digests were kept)."""
+    found, any_file = set(), False
+    for p in _pair(path):
+        try:
+            words = _digest_path(p).read_text(encoding="ascii", errors="replace").split()
+        except FileNotFoundError:
+            continue
+        any_file = True
+        if words:
+            found.add(words[0])
+    return found if any_file else None
+
+
+def _write_digest(path: Path, digest: str) -> None:
+    atomic_write(_digest_path(path), f"{digest}  {path.name}\n")  # `sha256sum -c` reads it
+
+
+def load_checkpoint(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`train` (``torch.load(weights_only=True)``, on the CPU).
+
+    With ``verify`` its SHA-256 must be one recorded beside it (``checkpoint.pt.sha256`` or
+    ``checkpoint.prev.pt.sha256``) when any is: a file changed after it was written (flipped bytes) or
+    cut short is a DataError naming the file and why.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no checkpoint there")
+    recorded = _recorded_digests(path) if verify else None
+    actual = _sha256(path) if recorded is not None else None
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file
         raise DataError(f"{path}: not a readable checkpoint ({e})") from e
+    if recorded is not None and actual not in recorded:
+        raise DataError(f"{path}: its SHA-256 {actual[:16]}... is not the one recorded when it was written "
+                        f"({_digest_path(path).name}): the file changed since (or the run stopped before "
+                        "its digest was written)")
     missing = {"model", "optimizer", "schedule", "epoch", "history", "rng", "config"} - set(ckpt)
     if missing:
         raise DataError(f"{path}: checkpoint lacks {sorted(missing)}")
     return ckpt
 
 
+class _HashingFile:
+    """A binary file that hashes what is written to it (``torch.save`` needs ``write`` and ``flush``)."""
+
+    def __init__(self, f):
+        import hashlib
+
+        self.f, self.sha256 = f, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+# (inode, size, mtime) -> digest of the checkpoints this process wrote and verified: a file still with
+# those is not hashed again before it becomes the previous checkpoint
+_VERIFIED: dict[tuple[int, int, int], str] = {}
+
+
+def _stat_key(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """Write ``path`` and its digest, keeping the previous checkpoint until the new one is verified.
+
+    Whenever the process dies, at least one checkpoint whose digest is recorded is left:
+    1. if ``path`` is trusted (its digest recorded), its digest file then ``path`` itself are renamed to
+       ``checkpoint.prev.pt[.sha256]``; a ``path`` that is not trusted is never made the previous one;
+    2. the new checkpoint is written (temporary name, fsync, rename), hashed as it is written;
+    3. read back, it must give that digest (else StorageError; the previous checkpoint is kept);
+    4. its digest is written beside it (atomically).
+    """
+    from .errors import StorageError
+
+    path = Path(path)
+    previous = _previous_path(path)
+    recorded = _recorded_digests(path)
+    if recorded and path.is_file() and (_VERIFIED.get(_stat_key(path)) or _sha256(path)) in recorded:
+        if _digest_path(path).exists():
+            os.replace(_digest_path(path), _digest_path(previous))
+        os.replace(path, previous)
+    written: dict[str, str] = {}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            hashing = _HashingFile(f)
+            torch.save(state, hashing)
+        written["sha256"] = hashing.sha256.hexdigest()
+
+    atomic_write(path, write)
+    if _sha256(path) != written["sha256"]:
+        raise StorageError(f"{path}: reads back with another SHA-256 than was written; the previous "
+                           f"checkpoint {previous.name} is kept")
+    _write_digest(path, written["sha256"])
+    if len(_VERIFIED) > 1000:
+        _VERIFIED.clear()
+    _VERIFIED[_stat_key(path)] = written["sha256"]
+
+
+def _resume_checkpoint(path: Path, cfg: TrainConfig, *, announce: bool = True) -> dict[str, Any]:
+    """The checkpoint to resume from: ``path`` if it reads and its digest is recorded, else the previous
+    one (a printed message names the file and why). A latest checkpoint of another configuration is a
+    ConfigError; DataError when neither checkpoint can be used."""
+    problems: list[str] = []
+    for candidate in _pair(path):
+        if not candidate.exists():
+            problems.append(f"{candidate}: missing")
+            continue
+        try:
+            ckpt = load_checkpoint(candidate)
+        except DataError as e:
+            problems.append(str(e))
+            continue
+        # a field added since the checkpoint was written counts with its default (which keeps the old behaviour)
+        saved = {**TrainConfig().to_dict(), **ckpt["config"]}
+        changed = sorted(k for k, v in cfg.to_dict().items() if k not in RESUME_FREE and saved.get(k) != v)
+        if changed:
+            was = ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
+            message = (f"{candidate}: the run was started with {was}, which differs from this "
+                       "configuration; use another out_dir or resume=False")
+            if candidate == path:
+                raise ConfigError(message)
+            problems.append(message)
+            continue
+        if announce and problems:
+            print(f"{problems[0]}\n  -> resuming from the previous checkpoint {candidate} "
+                  f"(epoch {ckpt['epoch']})", flush=True)
+        if announce and _recorded_digests(candidate) is None:
+            print(f"{candidate}: no SHA-256 beside it (written before digests were kept); resuming unverified",
+                  flush=True)
+        return ckpt
+    raise DataError(f"{path.parent}: no checkpoint to resume from: " + "; ".join(problems)
+                    + " (resume=False starts over)")
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -343,7 +590,8 @@ def _losses(output, labels: torch.Tensor) -> torch.Tensor:
 
     Class scores get cross-entropy, one term per entry of ``"logits"`` (Section 3.4 keeps both towers'
     losses); a model with an objective of its own (e.g. the demo's appearance pre-training) returns
-    ``{"loss": [B]}``, its per-sample losses.
+    ``{"loss": [B]}``, its per-sample losses, and ``{"aux_loss": [B]}`` beside class scores adds an
+    auxiliary objective to the cross-entropy.
     """
     if isinstance(output, dict) and "loss" in output:
         return output["loss"].float().sum()
@@ -353,12 +601,45 @@ def _losses(output, labels: torch.Tensor) -> torch.Tensor:
         heads = list(output["logits"])
     else:
         heads = [output_scores(output)]
-    return sum(F.cross_entropy(h.float(), labels, reduction="sum") for h in heads)
+    total = sum(F.cross_entropy(h.float(), labels, reduction="sum") for h in heads)
+    if isinstance(output, dict) and "aux_loss" in output:  # an auxiliary objective's per-sample losses
+        total = total + output["aux_loss"].float().sum()
+    return total
 
 
 def _has_scores(output) -> bool:
     """False for a model that returns only its own loss (no class scores, so no training accuracy)."""
     return not (isinstance(output, dict) and "scores" not in output)
+
+
+def _param_groups(net: nn.Module, params: list[nn.Parameter], cfg: TrainConfig) -> list[dict]:
+    """SGD parameter groups: all of ``params`` in one, or the weights and the biases (parameters named
+    ``bias``) apart when biases learn at ``bias_lr_factor`` x the rate or without weight decay (the
+    released code). MatConvNet's update (``m = 0.9 m - decay w - g; w += lr m``) equals PyTorch's SGD."""
+    if cfg.bias_lr_factor == 1.0 and cfg.bias_decay:
+        return [{"params": params}]
+    name = {id(p): n for n, p in net.named_parameters()}
+    is_bias = [name[id(p)].rsplit(".", 1)[-1] == "bias" for p in params]
+    weights = [p for p, b in zip(params, is_bias) if not b]
+    biases = [p for p, b in zip(params, is_bias) if b]
+    groups = [{"params": weights}] if weights else []
+    if biases:
+        groups.append({"params": biases, "lr_factor": cfg.bias_lr_factor,
+                       "weight_decay": cfg.weight_decay if cfg.bias_decay else 0.0})
+    return groups
+
+
+def _params_below(net: nn.Module, params: list[nn.Parameter], layer: str) -> list[nn.Parameter]:
+    """The trainable parameters registered before the first one whose dotted name has the component
+    ``layer``: in a feed-forward stack, the layers below it, which ``backprop_from`` freezes."""
+    named = list(net.named_parameters())
+    first = next((i for i, (n, _) in enumerate(named) if layer in n.split(".")), None)
+    if first is None:
+        layers = sorted({part for n, _ in named for part in n.split(".")[:-1] if not part.isdigit()})
+        raise ConfigError(f"backprop_from={layer!r}: no parameter of {type(net).__name__} belongs to such a "
+                          f"layer; its parameters' names have the components {layers}")
+    chosen = {id(p) for p in params}
+    return [p for _, p in named[:first] if id(p) in chosen]
 
 
 def _train_mode(net: nn.Module) -> None:
@@ -397,8 +678,10 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
     if cfg.batch_size < world_size:
         raise ConfigError(f"batch_size={cfg.batch_size} is smaller than the number of processes ({world_size})")
     if val_set is None and val_fn is None and cfg.lr_schedule == "plateau" and cfg.monitor == "val_acc":
-        raise ConfigError("lr_schedule='plateau' with monitor='val_acc' needs val_set or val_fn "
-                          "(or set monitor='train_acc' / lr_schedule='step')")
+        raise ConfigError("lr_schedule='plateau' with monitor='val_acc' needs val_set or val_fn: it lowers the "
+                          "rate when the validation accuracy stops improving, and there is no validation here "
+                          "(give one, or set monitor='train_acc' / 'train_loss', or a fixed lr_schedule: "
+                          f"{[s for s in SCHEDULES if s != 'plateau']})")
     if cfg.deterministic:
         deterministic(True, warn_only=device.type == "cuda")
     seed_everything(cfg.seed)
@@ -421,24 +704,21 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
     from .models.twostream import to_device  # NHWC weights (and backbone inputs) when asked
 
     to_device(net, device, channels_last=cfg.channels_last)
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    schedule = LRSchedule(cfg)
+    optimizer = torch.optim.SGD(_param_groups(net, params, cfg), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    schedule = LRSchedule(cfg, optimizer)
+    below = _params_below(net, params, cfg.backprop_from) if cfg.backprop_from and cfg.backprop_epochs else []
     history: list[dict] = []
     start = 0
 
     out = Path(cfg.out_dir) if cfg.out_dir else None
     ckpt_path = out / "checkpoint.pt" if out else None
-    if ckpt_path is not None and ckpt_path.exists() and cfg.resume:
-        ckpt = load_checkpoint(ckpt_path)
-        saved = ckpt["config"]
-        changed = sorted(k for k, v in cfg.to_dict().items() if k not in RESUME_FREE and saved.get(k) != v)
-        if changed:
-            was = ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
-            raise ConfigError(f"{ckpt_path}: the run was started with {was}, which differs from this "
-                              "configuration; use another out_dir or resume=False")
+    if ckpt_path is not None and cfg.resume and (ckpt_path.exists() or _previous_path(ckpt_path).exists()):
+        # the latest checkpoint if it matches its digest, else the previous one (a message says why)
+        ckpt = _resume_checkpoint(ckpt_path, cfg, announce=rank == 0)
         net.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        schedule.load_state_dict(ckpt["schedule"])
+        schedule.load_state_dict(ckpt["schedule"], epoch=int(ckpt["epoch"]))
         history, start = list(ckpt["history"]), int(ckpt["epoch"])
         set_rng_state(ckpt["rng"])
     if out is not None and rank == 0:
@@ -451,11 +731,15 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
         atomic_write(out / "config.json",
                            json.dumps({"train": cfg.to_dict(), "run": run_info}, indent=2) + "\n")
 
-    ddp_model: nn.Module = net
-    if world_size > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
+    def wrap() -> nn.Module:
+        """The model a step calls: DDP over the parameters that train now (rebuilt when that set changes)."""
+        if world_size == 1:
+            return net
+        return torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=cfg.ddp_find_unused)
+
+    ddp_model, frozen_below = net, None
 
     def validate() -> float:
         if val_fn is not None:
@@ -488,9 +772,12 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
             loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.workers,
                                 pin_memory=device.type == "cuda", worker_init_fn=worker_init_fn,
                                 generator=torch.Generator().manual_seed(derive_seed(cfg.seed, epoch, 2)))
-            lr = schedule.lr
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = schedule.lr  # set on the optimizer's groups by the schedule
+            if (bool(below) and epoch < cfg.backprop_epochs) != frozen_below:  # released backpropDepth phases
+                frozen_below = bool(below) and epoch < cfg.backprop_epochs
+                for p in below:
+                    p.requires_grad_(not frozen_below)
+                ddp_model = wrap()
             _train_mode(net)
             # summed on the device: no host synchronisation per step (the bar reads them every 10 steps)
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -540,6 +827,8 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
                 on_epoch_end(row)
     finally:
         epochs_bar.close()
+        for p in below:  # a run that ends within the frozen phase leaves the model as it was given
+            p.requires_grad_(True)
 
     vals = [r["val_acc"] for r in history if not math.isnan(r["val_acc"])]
     best = max(vals) if vals else math.nan

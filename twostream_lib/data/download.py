@@ -3,7 +3,10 @@ in 51 classes, three official splits each).
 
 ``python -m twostream_lib fetch ucf101 [hmdb51] [--precomputed]`` downloads the archives (resumable
 HTTP), unpacks them safely and verifies the result; ``python -m twostream_lib verify DATASET ROOT``
-checks an existing copy. The layout it creates under ``--root`` (default ``data``)::
+checks an existing copy. ``python -m twostream_lib fetch weights`` downloads the ImageNet VGG-M-2048
+network (Sec. 3.5: "We employ two pre-trained ImageNet models"; VGG-M-2048's exist only as MatConvNet's
+``imagenet-vgg-m-2048.mat``) to ``<root>/weights/``, where the ``paper`` profile expects it; VGG-16's
+come through torchvision. The layout it creates under ``--root`` (default ``data``)::
 
     <root>/<dataset>/downloads/   the archives (deleted after unpacking unless --keep-archives)
     <root>/<dataset>/videos/      <Class>/<video>.avi
@@ -186,9 +189,9 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def read_archive_hashes(dataset_root: str | Path) -> dict[str, str]:
-    """File name -> SHA-256 recorded in ``dataset_root/archives.sha256`` (empty if there is none)."""
-    path = Path(dataset_root) / ARCHIVE_HASHES
+def read_archive_hashes(dataset_root: str | Path, manifest: str = ARCHIVE_HASHES) -> dict[str, str]:
+    """File name -> SHA-256 recorded in ``dataset_root/archives.sha256`` (or ``manifest``; empty if there is none)."""
+    path = Path(dataset_root) / manifest
     if not path.is_file():
         return {}
     hashes = {}
@@ -200,23 +203,24 @@ def read_archive_hashes(dataset_root: str | Path) -> dict[str, str]:
     return hashes
 
 
-def check_archive(path: str | Path, url: str, dataset_root: str | Path) -> str:
+def check_archive(path: str | Path, url: str, dataset_root: str | Path, *, manifest: str = ARCHIVE_HASHES) -> str:
     """Check a downloaded archive against its published SHA-256, else the one recorded at its first
-    download (recording it now if there is none); returns the digest. DataError naming both digests."""
+    download in ``dataset_root/manifest`` (recording it now if there is none); returns the digest.
+    DataError naming both digests."""
     path = Path(path)
     digest = sha256_file(path)
     advice = "the download is damaged or the file changed on the server; delete it and fetch again"
     published = PUBLISHED_SHA256.get(url)
     if published and digest != published:
         raise DataError(f"{path}: SHA-256 {digest} differs from the published {published} ({url}): {advice}")
-    hashes = read_archive_hashes(dataset_root)
+    hashes = read_archive_hashes(dataset_root, manifest)
     recorded = hashes.get(path.name)
     if recorded and digest != recorded:
         raise DataError(f"{path}: SHA-256 {digest} differs from the one recorded at its first download, {recorded} "
-                        f"(in {Path(dataset_root) / ARCHIVE_HASHES}): {advice}")
+                        f"(in {Path(dataset_root) / manifest}): {advice}")
     if not recorded:
         hashes[path.name] = digest
-        atomic_write(Path(dataset_root) / ARCHIVE_HASHES, "".join(f"{h}  {n}\n" for n, h in sorted(hashes.items())))
+        atomic_write(Path(dataset_root) / manifest, "".join(f"{h}  {n}\n" for n, h in sorted(hashes.items())))
     return digest
 
 
@@ -232,6 +236,66 @@ def verify_archives(dataset_root: str | Path) -> tuple[int, list[str]]:
             if digest != recorded:
                 problems.append(f"{path}: SHA-256 {digest}, recorded at its first download {recorded}")
     return checked, problems
+
+
+# ---- pretrained weights ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A pretrained network file: where it comes from, its name under ``<root>/weights/``, how to
+    recognise it before hashing (a server's error page is not a network)."""
+
+    file: str
+    url: str
+    min_bytes: int  # anything smaller is not this network
+    magic: bytes  # how the file starts
+
+
+#: The networks ``fetch weights`` downloads. VGG-M-2048 has ~92 M float32 parameters (~370 MB; fc6 alone
+#: 75.5 M), so a file under 250 MB is a truncated copy or something else. MatConvNet saves its models as
+#: MATLAB v5/v7 files, which start with this text header (a v7.3 file is HDF5 and scipy cannot read it).
+WEIGHTS: dict[str, Weights] = {
+    "vgg_m_2048": Weights("imagenet-vgg-m-2048.mat", "http://www.vlfeat.org/matconvnet/models/imagenet-vgg-m-2048.mat",
+                          250_000_000, b"MATLAB 5.0 MAT-file"),
+}
+WEIGHT_HASHES = "weights.sha256"  # <root>/weights/weights.sha256, in `sha256sum` format
+
+
+def fetch_weights(root: str | Path = "data", names: Sequence[str] = tuple(WEIGHTS), *,
+                  progress: bool = True) -> list[Path]:
+    """Download the pretrained networks ``names`` to ``<root>/weights/`` (resumable; a file already there is
+    not fetched again) and verify each (:func:`check_weights`); returns their paths."""
+    unknown = [n for n in names if n not in WEIGHTS]
+    if unknown:
+        raise ConfigError(f"unknown weights {unknown}; expected some of {sorted(WEIGHTS)}")
+    folder = Path(root) / "weights"
+    paths = []
+    for name in names:
+        w = WEIGHTS[name]
+        path = download(w.url, folder / w.file, progress=progress)
+        check_weights(path, w)
+        paths.append(path)
+    return paths
+
+
+def check_weights(path: str | Path, w: Weights) -> str:
+    """Check a network file: its first bytes and size (a file that is not the network, e.g. an HTML error
+    page, is moved aside to ``<file>.rejected`` so that the next fetch downloads again), then its SHA-256
+    against the one recorded at its first download in ``weights.sha256`` (recorded now if there is none).
+    Returns the digest; DataError naming the file and what was expected."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(len(w.magic))
+    size = path.stat().st_size
+    problem = (f"starts with {head[:24]!r}, not {w.magic!r}" if head != w.magic else
+               f"is {size} bytes, less than the {w.min_bytes} of this network" if size < w.min_bytes else None)
+    if problem:
+        rejected = path.with_name(path.name + ".rejected")
+        os.replace(path, rejected)
+        raise DataError(f"{path} {problem}: not the network from {w.url} (moved to {rejected.name}); check the "
+                        f"address, or download it by hand and put it at {path}")
+    return check_archive(path, w.url, path.parent, manifest=WEIGHT_HASHES)
 
 
 # ---- split zip parts ---------------------------------------------------------------------
@@ -813,9 +877,11 @@ def _fetch_cli(args: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m twostream_lib fetch",
         description="Download, unpack and verify UCF101/HMDB51 (needs internet; resumable: run it again "
-        "after an interruption). Archives fetched by hand can be put in <root>/<dataset>/downloads/.",
+        "after an interruption). Archives fetched by hand can be put in <root>/<dataset>/downloads/. "
+        "'weights' downloads the ImageNet VGG-M-2048 network (imagenet-vgg-m-2048.mat) to <root>/weights/, "
+        "where the paper profile expects it (run from the repository root with the default --root).",
     )
-    parser.add_argument("datasets", nargs="+", choices=sorted(SOURCES))
+    parser.add_argument("datasets", nargs="+", choices=[*sorted(SOURCES), "weights"])
     parser.add_argument("--root", default="data", help="data folder (default: data)")
     parser.add_argument("--precomputed", action="store_true", help="also fetch the authors' jpegs_256 + tvl1_flow")
     parser.add_argument("--no-videos", action="store_true", help="skip the video archives")
@@ -823,7 +889,10 @@ def _fetch_cli(args: list[str]) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     a = parser.parse_args(args)
     status = 0
-    for dataset in a.datasets:
+    if "weights" in a.datasets:
+        for path in fetch_weights(a.root, progress=not a.quiet):
+            print(f"[weights] {path} ({path.stat().st_size / 1e6:.1f} MB, SHA-256 in {path.parent / WEIGHT_HASHES})")
+    for dataset in (d for d in a.datasets if d != "weights"):
         root = Path(a.root) / dataset
         groups = ["splits"] + ([] if a.no_videos else ["videos"]) + (["precomputed"] if a.precomputed else [])
         for group in groups:

@@ -22,7 +22,24 @@ in the stack"):
                   height from {256, 224, 192, 168}/256 of the short side (differing by at most one
                   step), at one of 5 positions (4 corners + centre), rescaled to size x size;
 ``"center"``      a centre crop of size x size (no rescaling);
-``"full"``        the whole frame, unresized.
+``"full"``        the whole frame, unresized;
+
+and the rules of the authors' released code (``cnn_ucf101_get_*_batch.m``), named as there:
+
+``"noCtr"``       fusion training (``cnn_ucf101_fusion.m``, ``cnn_ucf101_get_im_flow_batch.m``): width and
+                  height jittered by +-``jitter`` around ``size`` as in "jitter", but the offset, as a
+                  fraction of the free range (frame minus crop), is on a 20-step grid within ``border``
+                  of either end: both fractions in [0, border] (top-left zone) or both in [1 - border, 1]
+                  (bottom-right zone), never in between. The released tables pair x and y this way
+                  (``tx = [tx1 tx2]; ty = [ty1 ty2]``), so the top-right and bottom-left zones are never
+                  drawn; this is reproduced, not repaired;
+``"borders25"``   spatial stream training (``cnn_ucf101_spatial.m``, ``cnn_ucf101_get_frame_batch.m``): the
+                  same rule as "noCtr" (the released code draws one position and flip per batch for it,
+                  here they are drawn per clip, as for every other mode);
+``"multiScaleRegular"``  temporal stream training (``cnn_ucf101_temporal.m``, ``cnn_ucf101_get_flow_batch.m``):
+                  width and height each drawn from ``scales`` of the short side ({256, 224, 192, 168} px
+                  of 256), independently (any pair, unlike "multiscale"), at one of 5 positions (4
+                  corners + centre, the centre rounded up as ``floor((W - w + 1) / 2)``).
 
 A horizontal flip (probability 1/2 when ``flip``) mirrors both streams and inverts the horizontal
 flow, u := 255 - u, before the offset is removed. Inputs: RGB as ImageNet-normalised floats
@@ -66,9 +83,13 @@ from twostream_lib.errors import ConfigError, DataError
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 FLOW_OFFSET = 128.0
-TRAIN_CROPS = ("jitter", "multiscale", "center", "full")
+#: The released code's training crops (see the module docstring), by their names there.
+RELEASED_CROPS = ("noCtr", "borders25", "multiScaleRegular")
+TRAIN_CROPS = ("jitter", "multiscale", "center", "full", *RELEASED_CROPS)
 TEST_CROPS = ("center", "full", "corners")
-CROPS = ("jitter", "multiscale", "center", "full", "corners")
+CROPS = ("jitter", "multiscale", "center", "full", "corners", *RELEASED_CROPS)
+#: Steps of the released code's border grids: ``linspace(0, .25, 20)`` and ``linspace(.75, 1, 20)``.
+BORDER_GRID_STEPS = 20
 VIEW_MODES = ("spread_flips", "strided_flips", "frames25")
 #: Wang et al. [35]: crop sides {256, 224, 192, 168} relative to a short side of 256.
 MULTISCALE_RATIOS = (1.0, 0.875, 0.75, 0.66)
@@ -84,7 +105,10 @@ class ClipSampling:
     (5, 15)), flow stacks of ``L`` frames, output side ``size``, crop mode (``TRAIN_CROPS`` for
     ``TwoStreamClips``; ``TEST_CROPS`` for ``TwoStreamViews``), random horizontal ``flip`` in
     training. ``jitter`` and ``border`` are the +-25% size jitter and the 25% border limit of the
-    "jitter" crop; ``scales`` and ``max_distort`` the "multiscale" crop sides; ``test_tau`` and
+    "jitter" crop (and of the released "noCtr"/"borders25", whose positions lie within ``border`` of
+    the free range's ends); ``scales`` the sides of the "multiscale" and "multiScaleRegular" crops
+    (relative to the short side), ``max_distort`` how many steps apart the two "multiscale" sides
+    may be; ``test_tau`` and
     ``test_clips`` the stride and number of clips of the "strided_flips" test mode (``test_tau`` None:
     the ceiling of the median of ``tau``, the released code's rule).
     """
@@ -234,6 +258,42 @@ def _border_limited_offset(extent: int, length: int, border: float, rng) -> int:
     return int(rng.integers(lo, hi + 1))
 
 
+def border_grid(border: float) -> tuple[np.ndarray, np.ndarray]:
+    """The released code's offset fractions: ``linspace(0, border, 20)`` and ``linspace(1 - border, 1, 20)``."""
+    return (np.linspace(0.0, border, BORDER_GRID_STEPS), np.linspace(1.0 - border, 1.0, BORDER_GRID_STEPS))
+
+
+def no_centre_crop(width: int, height: int, s: ClipSampling, rng: np.random.Generator) -> Crop:
+    """The released "noCtr" / "borders25" crop (Sec. 3.5's augmentation as the authors ran it): sides as
+    :func:`jitter_crop`, offsets ``floor((W - w) f_x)``, ``floor((H - h) f_y)`` with f_x and f_y on the
+    same border grid (:func:`border_grid`: both near 0 or both near 1), rescaled to size x size.
+
+    Released (``cnn_ucf101_get_im_flow_batch.m``): ``sz = round(min(imageSize .* (.75 + .5 rand(2,1)),
+    [h; w]))``, ``dx = floor((w - sz(2)) * tf(2)) + 1`` with ``tf`` a random column of the grid tables.
+    """
+    w = int(np.clip(round(s.size * rng.uniform(1 - s.jitter, 1 + s.jitter)), 1, width))
+    h = int(np.clip(round(s.size * rng.uniform(1 - s.jitter, 1 + s.jitter)), 1, height))
+    grid = border_grid(s.border)[int(rng.integers(2))]  # one zone for both axes, as the released tables pair them
+    fx, fy = grid[int(rng.integers(BORDER_GRID_STEPS))], grid[int(rng.integers(BORDER_GRID_STEPS))]
+    return Crop(math.floor((width - w) * fx), math.floor((height - h) * fy), w, h, s.size, s.size)
+
+
+def multiscale_regular_crop(width: int, height: int, s: ClipSampling, rng: np.random.Generator) -> Crop:
+    """The released "multiScaleRegular" crop (``cnn_ucf101_get_flow_batch.m``): width and height each one of
+    ``s.scales`` of the short side, independently, at a corner or the centre, rescaled to size x size.
+
+    Released: ``reg_szs = [256, 224, 192, 168]; sz(1) = reg_szs(randi(4)); sz(2) = reg_szs(randi(4))`` on
+    frames 256 px high; ``dx = [0 w-sz(2) w-sz(2) 0 floor((w-sz(2)+1)/2)] + 1``, likewise ``dy``.
+    """
+    base = min(width, height)
+    sides = [max(1, int(base * r)) for r in s.scales]
+    w, h = sides[int(rng.integers(len(sides)))], sides[int(rng.integers(len(sides)))]
+    fw, fh = width - w, height - h
+    positions = [(0, 0), (fw, fh), (fw, 0), (0, fh), ((fw + 1) // 2, (fh + 1) // 2)]
+    x0, y0 = positions[int(rng.integers(5))]
+    return Crop(x0, y0, w, h, s.size, s.size)
+
+
 def multiscale_crop(width: int, height: int, s: ClipSampling, rng: np.random.Generator) -> Crop:
     """Corner/centre crop with scale jitter (Wang et al. [35]), rescaled to size x size."""
     base = min(width, height)
@@ -243,6 +303,11 @@ def multiscale_crop(width: int, height: int, s: ClipSampling, rng: np.random.Gen
     w, h = sides[i], sides[j]
     x0, y0 = _five_positions(width, height, w, h)[int(rng.integers(5))]
     return Crop(x0, y0, w, h, s.size, s.size)
+
+
+#: The random training crops by mode name: ``rule(width, height, sampling, rng) -> Crop``.
+RANDOM_CROPS = {"jitter": jitter_crop, "multiscale": multiscale_crop, "noCtr": no_centre_crop,
+                "borders25": no_centre_crop, "multiScaleRegular": multiscale_regular_crop}
 
 
 def _five_positions(width: int, height: int, w: int, h: int) -> list[tuple[int, int]]:
@@ -372,10 +437,8 @@ class TwoStreamClips(Dataset):
 
         def random_crop(width: int, height: int) -> Crop:
             _check_fits(item.name, width, height, s, s.crop)
-            if s.crop == "jitter":
-                c = jitter_crop(width, height, s, rng)
-            elif s.crop == "multiscale":
-                c = multiscale_crop(width, height, s, rng)
+            if s.crop in RANDOM_CROPS:
+                c = RANDOM_CROPS[s.crop](width, height, s, rng)
             else:
                 c = fixed_crops(width, height, s.size, s.crop)[0]
             flip = bool(s.flip and rng.random() < 0.5)

@@ -622,6 +622,14 @@ class DecodedCache:
             raise AttributeError(name)
         return getattr(self.store, name)
 
+    def __getstate__(self) -> dict:
+        """Pickled without its frames: a worker process (DataLoader, IDT pool) builds its own cache
+        instead of receiving, task after task, copies of everything decoded so far."""
+        return {"store": self.store, "max_bytes": self.max_bytes}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["store"], state["max_bytes"])
+
     def read_rgb(self, video: str, indices: Sequence[int]) -> np.ndarray:
         return self._read("rgb", video, indices)
 

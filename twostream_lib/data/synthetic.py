@@ -16,15 +16,16 @@ no colour at all. Every colour is present exactly once per frame, so one frame c
 colour moves. One disc (the *mover*) moves; the others stand still, each displaced from its anchor
 by a random offset drawn like the mover's instantaneous offset, so its position gives nothing away.
 The discs sit on a jittered 2x2 grid (anchors at ~24% and ~76% of the frame) so that the mover and
-the distractors stay far apart (>= 8 px of background between their edges at 56 px).
+the distractors stay far apart (>= 8 px of background between their edges at 56 px, scaled with the size).
 
 Class families (``CLASSES``; cue = what a model must see):
 
 (a) *what moves where* (8 classes, ``<Colour><Motion>``): the mover has a given colour and oscillates
     horizontally or vertically. A frame shows all four colours, the flow shows the motion but not the
     colour: only fusion that keeps spatial positions (conv fusion, Sec. 3.1-3.2) can solve them.
-(b) *appearance* (2 classes, ``Square``, ``Triangle``): a static shape in the centre; a random disc
-    moves horizontally or vertically as in (a), so the motion says nothing. One frame solves them.
+(b) *appearance* (2 classes, ``OrangeSquare``, ``CyanSquare``): a static square in the centre whose
+    colour (between the discs' hues, so never one of theirs) names the class; a random disc moves
+    horizontally or vertically as in (a), so the motion says nothing. One frame solves them.
 (c) *motion* (2 classes, ``Orbit``, ``Diagonal``): a random-colour disc circles around its anchor or
     oscillates along a diagonal. One flow stack solves them.
 (d) *order* (2 classes, ``HorizontalThenVertical``, ``VerticalThenHorizontal``): rest, a horizontal
@@ -76,7 +77,7 @@ from twostream_lib.errors import ConfigError, DataError
 from twostream_lib.files import atomic_write
 
 #: Bump when the rendering changes, so that existing data sets are regenerated.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 4
 RECORD_NAME = "synthetic.json"
 CARD_NAME = "DATA_CARD.md"
 FLOW_STACK = 10  # L of the paper; the order classes rest for L - 1 flow frames between phases
@@ -89,6 +90,8 @@ LUMA = 140.0  # common luminance (BT.601 Y) of every object
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 #: Mover colours: hue angle (degrees) in the (Cb, Cr) plane at chroma radius ~55, luminance 140.
 COLOURS = {"Red": 90.0, "Blue": 0.0, "Yellow": 180.0, "Green": 270.0}
+#: Appearance classes: a static square whose hue lies halfway between two of the discs' hues.
+SQUARE_HUES = {"Orange": 135.0, "Cyan": 315.0}
 MOTION_NAMES = {"H": "Horizontal", "V": "Vertical", "O": "Orbit", "X": "Diagonal"}
 FAMILIES = ("what-moves-where", "appearance", "motion", "order")
 TVL1_FAST = {"preset": "fast"}
@@ -110,6 +113,7 @@ class ClassSpec:
     motions: tuple[str, ...] = ()
     motion_choices: tuple[str, ...] = ()
     shape: str | None = None
+    shape_hue: float | None = None  # the shape's colour (hue angle); None: random
 
 
 def _class_table() -> tuple[ClassSpec, ...]:
@@ -120,9 +124,10 @@ def _class_table() -> tuple[ClassSpec, ...]:
                 f"{colour}{MOTION_NAMES[m]}", "what-moves-where",
                 f"the {colour.lower()} disc moves {MOTION_NAMES[m].lower()}ly: colour AND motion at the same place",
                 colour=colour, motions=(m,)))
-    for shape in ("Square", "Triangle"):
-        specs.append(ClassSpec(shape, "appearance", f"a static {shape.lower()} in the frame (motion is random)",
-                               shape=shape.lower(), motion_choices=("H", "V")))
+    for name, hue in SQUARE_HUES.items():
+        specs.append(ClassSpec(f"{name}Square", "appearance",
+                               f"a static {name.lower()} square in the centre (motion is random)",
+                               shape="square", shape_hue=hue, motion_choices=("H", "V")))
     specs.append(ClassSpec("Orbit", "motion", "a disc of any colour circles around its place", motions=("O",)))
     specs.append(ClassSpec("Diagonal", "motion", "a disc of any colour oscillates diagonally", motions=("X",)))
     specs.append(ClassSpec("HorizontalThenVertical", "order",
@@ -143,7 +148,7 @@ class SyntheticParams:
     """Everything that determines the generated videos (the idempotence key)."""
 
     seed: int = 0
-    size: int = 56  # frame width = height (= the prepared frames' short side)
+    size: int = 48  # frame width = height (= the prepared frames' short side)
     frames: int = 29  # frames per video (odd: the T = 5 test samples are then placed symmetrically)
     groups: int = 9  # groups g01..gG; split k tests on the k-th third of the groups
     clips: int = 5  # clips per group and class
@@ -315,7 +320,7 @@ def video_rng(seed: int, class_name: str, group: int, clip: int) -> np.random.Ge
     return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(class_name.encode()), group, clip]))
 
 
-def render_video(class_name: str, *, seed: int = 0, group: int = 1, clip: int = 1, size: int = 56,
+def render_video(class_name: str, *, seed: int = 0, group: int = 1, clip: int = 1, size: int = 48,
                  frames: int = 29) -> tuple[np.ndarray, dict]:
     """Render one synthetic video: uint8 RGB frames [frames, size, size, 3] and a description.
 
@@ -355,8 +360,9 @@ def render_video(class_name: str, *, seed: int = 0, group: int = 1, clip: int = 
     background = _background(h, h, rng)
     if spec.shape is not None:
         c = (size / 2 + rng.uniform(-1.5, 1.5) * s, size / 2 + rng.uniform(-1.5, 1.5) * s)
-        shape_mask = _shape_mask(h, h, spec.shape, c[0], c[1], rng.uniform(3.2, 3.8) * s)[..., None]
-        shape_rgb = equal_luminance_rgb(rng.uniform(0, 360), rng.uniform(48, 60), luma)
+        shape_mask = _shape_mask(h, h, spec.shape, c[0], c[1], rng.uniform(4.6, 5.4) * s)[..., None]
+        hue = rng.uniform(0, 360) if spec.shape_hue is None else spec.shape_hue + rng.uniform(-8, 8)
+        shape_rgb = equal_luminance_rgb(hue, rng.uniform(48, 60), luma)
         background = background * (1 - shape_mask) + shape_rgb * shape_mask
 
     noise = rng.normal(0, FRAME_NOISE, size=(n, h, h, 1)) if FRAME_NOISE else np.zeros((n, 1, 1, 1))
@@ -461,7 +467,7 @@ def _params(seed, size, frames, groups, clips, classes) -> SyntheticParams:
     return SyntheticParams(seed=seed, size=size, frames=frames, groups=groups, clips=clips, classes=names).validate()
 
 
-def generate_synthetic(root: str | Path, *, seed: int = 0, size: int = 56, frames: int = 29, groups: int = 9,
+def generate_synthetic(root: str | Path, *, seed: int = 0, size: int = 48, frames: int = 29, groups: int = 9,
                        clips: int = 5, classes: Sequence[str] | None = None, workers: int = 2,
                        progress: bool = True) -> Path:
     """Write the synthetic videos, split files and data card under ``root``; returns ``root``.
@@ -509,7 +515,7 @@ def generate_synthetic(root: str | Path, *, seed: int = 0, size: int = 56, frame
     return root
 
 
-def make_synthetic_dataset(root: str | Path, *, seed: int = 0, size: int = 56, frames: int = 29, groups: int = 9,
+def make_synthetic_dataset(root: str | Path, *, seed: int = 0, size: int = 48, frames: int = 29, groups: int = 9,
                            clips: int = 5, classes: Sequence[str] | None = None, workers: int = 2,
                            progress: bool = True) -> SyntheticDataset:
     """Generate (unless already there) and prepare the synthetic set: the ``demo`` profile's data.
@@ -556,14 +562,25 @@ def _dataset(root: Path, p: SyntheticParams, record: dict) -> SyntheticDataset:
 #: Model families of the paper and the cues each can see (Sec. 3.1-3.3): "shape" (appearance in one
 #: frame), "motions" (the set of motions over the video, as per-stack predictions averaged over time),
 #: "colour" (the mover's colour: needs appearance registered with motion at the same position),
-#: "order" (the sequence of motions: needs fusion over T samples that keeps their order).
+#: "order" (the sequence of motions: needs fusion over T samples that keeps their order);
+#: "grey shape" (a frame's shapes without their colours: what IDT's HOG sees of equal-luminance objects).
 MODEL_FAMILIES = {
     "single frame (spatial stream)": ("shape",),
     "flow stacks (temporal stream)": ("motions",),
     "late fusion (softmax average)": ("shape", "motions"),
     "2D conv fusion (ReLU5)": ("shape", "motions", "colour"),
     "3D conv fusion + 3D pooling": ("shape", "motions", "colour", "order"),
+    "IDT (grey frames, pooled over time)": ("grey shape", "motions"),
 }
+
+
+SPATIAL_FAMILY, TEMPORAL_FAMILY, LATE_FAMILY, CONV2D_FAMILY, CONV3D_FAMILY, IDT_FAMILY = MODEL_FAMILIES
+
+
+def class_families(classes: Sequence[str]) -> dict[str, str]:
+    """Class name -> class family ("what-moves-where", "appearance", "motion", "order"); classes that
+    are not synthetic ones are left out."""
+    return {c: _SPEC[c].family for c in classes if c in _SPEC}
 
 
 def _signatures(spec: ClassSpec, cues: tuple[str, ...]) -> dict[tuple, float]:
@@ -575,7 +592,9 @@ def _signatures(spec: ClassSpec, cues: tuple[str, ...]) -> dict[tuple, float]:
         for ms in motion_sets:
             sig = []
             for cue in cues:
-                if cue == "shape":
+                if cue == "shape":  # what one frame shows besides the discs: the static square and its colour
+                    sig.append((spec.shape, spec.shape_hue))
+                elif cue == "grey shape":  # the same in grey: every object has one luminance
                     sig.append(spec.shape)
                 elif cue == "colour":
                     sig.append(c)
@@ -638,6 +657,7 @@ def write_data_card(root: Path, p: SyntheticParams, record: dict) -> Path:
     prep = (f"{timings['prepare']:.1f} s wall, {timings.get('prepare_cpu', float('nan')):.1f} s CPU"
             if "prepare" in timings else "not prepared yet")
     layout = order_phases(p.frames) if p.frames >= MIN_ORDER_FRAMES else None
+    scale = p.size / 56.0  # render_video's sizes are given at 56 px
     lines = [
         "# Synthetic two-stream data set: data card", "",
         "Generated by `twostream_lib.data.synthetic` (`python -m twostream_lib synthetic OUT_DIR`) for the "
@@ -684,10 +704,12 @@ def write_data_card(root: Path, p: SyntheticParams, record: dict) -> Path:
         "jitter +-8 deg). All objects of a video share one BT.601 luminance (140 +- 6): the grey frames "
         "TV-L1 sees show identical discs, so the flow carries no colour; every colour is present exactly "
         "once, so a frame does not tell which colour moves.",
-        "- One disc moves (amplitude 3-4.2 px at 56 px, period 9-12 frames, random phase); the others are "
-        "static, displaced from their anchors like a snapshot of a moving disc. Anchors: jittered 2x2 grid "
-        "at 24% / 76% of the frame, so at least 8 px of background separate the mover from every distractor.",
-        "- Appearance classes add a static square or triangle (random equal-luminance colour) in the centre; "
+        f"- One disc moves (amplitude {3.0 * scale:.1f}-{4.2 * scale:.1f} px, period 9-12 frames, random "
+        "phase); the others are static, displaced from their anchors like a snapshot of a moving disc. "
+        f"Anchors: jittered 2x2 grid at 24% / 76% of the frame, so at least {8 * scale:.0f} px of background "
+        "separate the mover from every distractor.",
+        "- Appearance classes add a static square in the centre, of an equal-luminance colour halfway between "
+        "two discs' hues (" + ", ".join(f"{c}: hue {h:.0f} deg" for c, h in SQUARE_HUES.items()) + "); "
         "their mover moves horizontally or vertically at random.",
         (f"- Order classes (flow frames): rest {layout[0]}, first phase {layout[1]}, rest {layout[2]} "
          f"(>= L - 1, so no flow stack of L = {FLOW_STACK} sees both phases), second phase {layout[3]}, rest "
@@ -696,7 +718,7 @@ def write_data_card(root: Path, p: SyntheticParams, record: dict) -> Path:
          "Each phase is whole half-cycles of the oscillation, so the disc rests at its anchor."
          if layout else "- Order classes: not generated (video too short)."),
         "- Nuisance: random dark background texture with faint chroma and static grain, disc radius "
-        "4.5-5.5 px, colour jitter within the equal-luminance constraint, JPEG compression (MJPG video, "
+        f"{4.5 * scale:.1f}-{5.5 * scale:.1f} px, colour jitter within the equal-luminance constraint, JPEG compression (MJPG video, "
         "then JPEG frames).",
         "- Every video is drawn from SeedSequence([seed, crc32(class), group, clip]).", "",
     ]
@@ -715,7 +737,7 @@ def cli_main(argv: Sequence[str]) -> int:
                                              "frames + TV-L1 flow, DATA_CARD.md).")
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--size", type=int, default=56, help="frame width and height in pixels")
+    ap.add_argument("--size", type=int, default=48, help="frame width and height in pixels")
     ap.add_argument("--frames", type=int, default=29, help="frames per video")
     ap.add_argument("--groups", type=int, default=9, help="groups per class (split k tests on the k-th third)")
     ap.add_argument("--clips", type=int, default=5, help="clips per group")

@@ -13,19 +13,19 @@ table: :data:`TABLES`), :mod:`.cli` (``python -m twostream_lib train``).
 from twostream_lib.config import load_profile
 from twostream_lib.errors import ConfigError, DataError
 
-from .cache import MEMO, TRAINING_FIELDS, run_dir, weights_digest
+from .cache import MEMO, RUN_FIELDS, run_dir, weights_digest
 from .data import DataBundle, clip_sampling, data_card, data_figure, limit_videos, prepare_data, setup, split_summary
-from .findings import Claim, Finding, accuracy_row, check_claims, format_findings
+from .findings import Claim, Finding, accuracy_row, check_claims, format_findings, summary_markdown, write_findings
 from .fusion import Variant, backbone_name, build_fused, run_fusion
 from .registry import OURS, OURS_LATE, TABLES, TableResult, TableSpec, idt_scores, run_table
 from .streams import (Streams, figure1, late_fusion, stream_scores, stream_summary, test_views, train_stream,
-                      train_streams)
+                      train_streams, train_towers)
 
 __all__ = [
     "setup", "prepare_data", "DataBundle", "split_summary", "data_card", "data_figure", "limit_videos",
-    "clip_sampling", "run_dir", "weights_digest", "MEMO", "TRAINING_FIELDS", "Streams", "train_stream",
-    "train_streams", "stream_scores", "late_fusion", "stream_summary", "test_views", "figure1", "Variant",
+    "clip_sampling", "run_dir", "weights_digest", "MEMO", "RUN_FIELDS", "Streams", "train_stream",
+    "train_streams", "train_towers", "stream_scores", "late_fusion", "stream_summary", "test_views", "figure1", "Variant",
     "backbone_name", "build_fused", "run_fusion", "Claim", "Finding", "check_claims", "format_findings",
-    "accuracy_row", "TABLES", "TableSpec", "TableResult", "run_table", "OURS", "OURS_LATE", "idt_scores",
+    "accuracy_row", "write_findings", "summary_markdown", "TABLES", "TableSpec", "TableResult", "run_table", "OURS", "OURS_LATE", "idt_scores",
     "load_profile", "ConfigError", "DataError",
 ]

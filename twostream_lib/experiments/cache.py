@@ -3,7 +3,7 @@
 Everything expensive is cached under ``results/runs/<profile>/<dataset>-<settings digest>/``, so the
 notebooks that share trained streams (Figure 1, Tables 1-4) train them once and a second
 ``./run_all.sh`` gives the same tables. The digest covers the profile fields that change what is
-trained (:data:`TRAINING_FIELDS`) and the backbones' architecture tables: a changed setting or a
+trained (:data:`RUN_FIELDS`) and the backbones' architecture tables: a changed setting or a
 changed demo layer trains anew instead of silently reusing models trained otherwise
 (``settings.json`` beside them says which).
 
@@ -14,6 +14,7 @@ object is freed) and the settings of the data they were computed on. It holds at
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections import OrderedDict
@@ -27,23 +28,42 @@ from torch import nn
 from twostream_lib.config import Profile
 from twostream_lib.files import atomic_write
 from twostream_lib.models.backbones import architecture_digest
+from twostream_lib.paper import RELEASED_SCHEDULES, released_schedule
 
-__all__ = ["TRAINING_FIELDS", "run_dir", "weights_digest", "Memo", "MEMO", "save_state"]
+__all__ = ["RUN_FIELDS", "run_dir", "weights_digest", "Memo", "MEMO", "save_state"]
 
-#: Profile fields that change what a trained model is; cached runs are keyed by their values.
-TRAINING_FIELDS = ("dataset", "synthetic_seed", "synthetic_size", "synthetic_frames", "synthetic_groups",
-                   "synthetic_clips", "synthetic_classes", "T", "L", "tau", "crop", "test_crop", "backbone", "deep_backbone",
-                   "weights", "deep_weights", "appearance_pretrain_epochs", "batch_size", "lr_stream", "lr_fusion",
-                   "dropout", "dropout_fusion", "fusion_relu", "conv3d_init", "epochs_stream", "epochs_temporal",
-                   "epochs_fusion", "feature_epochs", "max_videos")
+#: Profile fields that change what is computed, per kind of cached run: a run is keyed by their values, so
+#: changing e.g. a fusion head's epochs retrains the heads but reuses the towers.
+DATA_FIELDS = ("dataset", "synthetic_seed", "synthetic_size", "synthetic_frames", "synthetic_groups",
+               "synthetic_clips", "synthetic_classes", "max_videos")
+TOWER_FIELDS = DATA_FIELDS + ("L", "crop", "stream_crop", "backbone", "deep_backbone", "weights", "deep_weights",
+                              "appearance_pretrain_epochs", "appearance_weight", "batch_size", "schedule",
+                              "lr_stream", "bias_lr_factor", "bias_decay", "warmup_epochs", "dropout",
+                              "epochs_stream", "epochs_temporal", "tower_threads", "threads")
+HEAD_FIELDS = TOWER_FIELDS + ("T", "tau", "fusion_crop", "lr_fusion", "dropout_fusion", "fusion_relu",
+                              "conv3d_init", "pool3d", "epochs_fusion", "feature_epochs", "seeds")
+IDT_FIELDS = DATA_FIELDS + ("idt_components", "idt_C")
+RUN_FIELDS = {"towers": TOWER_FIELDS, "heads": HEAD_FIELDS, "idt": IDT_FIELDS}
 
 
-def run_dir(cfg: Profile, *parts) -> Path:
-    """``results/runs/<profile>/<dataset>-<settings digest>/<parts...>``: where trained models are cached."""
-    settings = {k: getattr(cfg, k) for k in TRAINING_FIELDS}
-    settings["architectures"] = {bb: architecture_digest(bb) for bb in (cfg.backbone, cfg.deep_backbone)}
+def run_dir(cfg: Profile, kind: str, *parts) -> Path:
+    """``results/runs/<profile>/<dataset>-<kind>-<settings digest>/<parts...>``: where the trained towers,
+    fusion heads or IDT features (``kind``) of these settings are cached. The digest covers the fields
+    of :data:`RUN_FIELDS` for that kind and the backbones' architecture tables, so a changed setting or
+    a changed demo layer computes anew instead of silently reusing results computed otherwise
+    (``settings.json`` beside them says which)."""
+    settings = {k: getattr(cfg, k) for k in RUN_FIELDS[kind]}
+    if kind != "idt":
+        settings["architectures"] = {bb: architecture_digest(bb) for bb in (cfg.backbone, cfg.deep_backbone)}
+    if kind != "idt" and cfg.schedule != "cosine":  # the released tables these runs take their numbers from
+        settings["released_schedules"] = {
+            f"{stage}/{bb or 'any'}": dataclasses.asdict(released_schedule(stage, bb, cfg.dataset))
+            for stage, bb in (("spatial", cfg.backbone), ("spatial", cfg.deep_backbone), ("temporal", cfg.backbone),
+                              ("temporal", cfg.deep_backbone), ("fusion", None))
+            if stage == "fusion" or bb in RELEASED_SCHEDULES[stage]}
     text = json.dumps(settings, sort_keys=True, default=list)
-    root = cfg.results_path / "runs" / cfg.name / f"{cfg.dataset}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
+    root = (cfg.results_path / "runs" / cfg.name /
+            f"{cfg.dataset}-{kind}-{hashlib.sha1(text.encode()).hexdigest()[:10]}")
     if not (root / "settings.json").exists():
         atomic_write(root / "settings.json", json.dumps(settings, indent=2, sort_keys=True, default=list) + "\n")
     return root / Path(*[str(p) for p in parts])
@@ -86,10 +106,21 @@ class Memo:
         if key in self._items:
             self._items.move_to_end(key)
             return self._items[key][0]
-        value = compute()
+        return self.put(key, compute())
+
+    def peek(self, key: Hashable) -> Any:
+        """The value stored under ``key`` (marked as recently used), or None."""
+        if key not in self._items:
+            return None
+        self._items.move_to_end(key)
+        return self._items[key][0]
+
+    def put(self, key: Hashable, value: Any) -> Any:
+        """Store ``value`` under ``key`` (if it fits); returns ``value``."""
         size = _nbytes(value)
         if size <= self.max_bytes:
             self._items[key] = (value, size)
+            self._items.move_to_end(key)
             while sum(s for _, s in self._items.values()) > self.max_bytes:
                 self._items.popitem(last=False)
         return value

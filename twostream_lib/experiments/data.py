@@ -29,20 +29,25 @@ from twostream_lib.data.synthetic import make_synthetic_dataset
 from twostream_lib.determinism import deterministic, seed_everything, set_threads
 from twostream_lib.errors import ConfigError, DataError
 
-__all__ = ["setup", "DataBundle", "prepare_data", "synthetic_params", "synthetic_root", "split_summary", "data_card", "data_figure", "limit_videos",
+__all__ = ["setup", "configure_process", "DataBundle", "prepare_data", "synthetic_params", "synthetic_root", "split_summary", "data_card", "data_figure", "limit_videos",
            "clip_sampling"]
 
 
 def setup(profile: str = "demo", **overrides) -> Profile:
-    """Load the profile (``None`` overrides are ignored), pin the CPU arithmetic if it asks for it (the
-    demo), fix threads and seeds, return it."""
-    cfg = load_profile(profile, **overrides)
+    """Load the profile (``None`` overrides are ignored), set this process up for it
+    (:func:`configure_process`) and return it."""
+    return configure_process(load_profile(profile, **overrides))
+
+
+def configure_process(cfg: Profile) -> Profile:
+    """Pin the CPU arithmetic if the profile asks for it (the demo), fix threads, seeds and
+    deterministic kernels; also what a worker process does before training a tower."""
     if cfg.pinned_arithmetic:
         use_pinned_kernels()
         problems = check_pinned()
         if problems:
             warnings.warn("the CPU arithmetic is not pinned, so numbers may differ from other machines' "
-                          "(see twostream_lib.arithmetic): " + "; ".join(problems), stacklevel=2)
+                          "(see twostream_lib.arithmetic): " + "; ".join(problems), stacklevel=3)
     else:
         use_pinned_kernels(False)
     if cfg.threads:
@@ -91,8 +96,10 @@ def prepare_data(cfg: Profile) -> DataBundle:
         raise ConfigError(f"unknown dataset {cfg.dataset!r}; expected 'synthetic', 'ucf101' or 'hmdb51'")
     root = cfg.data_dir / cfg.dataset
     frames, splits = root / "frames", root / "splits"
-    for path, how in ((frames, "python -m twostream_lib prepare VIDEOS " + str(frames)),
-                      (splits, "python -m twostream_lib fetch " + cfg.dataset)):
+    fetch = f"python -m twostream_lib fetch {cfg.dataset} --no-videos --root {cfg.data_dir}"
+    for path, how in ((frames, f"fastest, the authors' frames and TV-L1 flow: {fetch} --precomputed; or from "
+                               f"the videos (TV-L1 on the CPU, slow): python -m twostream_lib prepare VIDEOS {frames}"),
+                      (splits, fetch)):
         if not path.exists():
             raise DataError(f"{path} does not exist; expected the {cfg.dataset} {path.name} there ({how})")
     return DataBundle(cfg.dataset, frames, splits, _open_store(cfg, frames))
@@ -128,10 +135,10 @@ def limit_videos(items, cfg: Profile) -> tuple:
 
 
 def clip_sampling(cfg: Profile, *, T: int, train: bool, crop: str | None = None) -> ClipSampling:
-    """The profile's clip sampling (Sec. 3.4-3.5) for clips of ``T`` samples: training (the paper's
-    jitter crop unless ``crop`` says otherwise) or testing (the profile's test crop)."""
+    """The profile's clip sampling (Sec. 3.4-3.5) for clips of ``T`` samples: training (the profile's
+    fusion crop unless ``crop`` says otherwise) or testing (the profile's test crop)."""
     return ClipSampling(T=T, L=cfg.L, tau=tuple(cfg.tau), size=cfg.crop,
-                        crop=crop or ("jitter" if train else cfg.test_crop), flip=True)
+                        crop=crop or (cfg.fusion_crop if train else cfg.test_crop), flip=True)
 
 
 def split_summary(data: DataBundle, splits=(1, 2, 3)) -> pd.DataFrame:

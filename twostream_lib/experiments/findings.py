@@ -24,18 +24,22 @@ interval to exclude a loss larger than the margin.
 """
 from __future__ import annotations
 
+import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from twostream_lib import tables
 from twostream_lib.errors import ConfigError
 from twostream_lib.evaluate import VideoScores, accuracy
+from twostream_lib.files import atomic_write, atomic_write_json
 
 __all__ = ["MARGIN", "RELATIONS", "VERDICTS", "Claim", "Finding", "check_claims", "format_findings",
-           "accuracy_row", "correctness", "training_variance"]
+           "accuracy_row", "correctness", "training_variance", "write_findings", "summary_markdown",
+           "write_summary", "SUMMARY_NAME"]
 
 #: Points of accuracy within which a "matches" claim counts as matched (stated once, for every table).
 MARGIN = 3.0
@@ -98,13 +102,16 @@ def correctness(runs: list[VideoScores]) -> dict[str, float]:
 
 def training_variance(runs: list[VideoScores]) -> tuple[float, int]:
     """Variance (percent^2) of the accuracy over training seeds, pooled over the test sets (splits) the
-    runs were measured on, and the number of runs; (0, runs) when no test set has two runs."""
+    runs were measured on, and the number of runs. With one run per split (Table 5's heads), the
+    variance over the splits stands in: it holds the training spread and the splits' differences, so it
+    errs on the wide side. (0, runs) for a single run."""
     groups: dict[tuple, list[float]] = defaultdict(list)
     for r in runs:
         groups[tuple(r.videos)].append(100.0 * accuracy(r))
     dof = sum(len(g) - 1 for g in groups.values())
     if dof == 0:
-        return 0.0, len(runs)
+        means = [g[0] for g in groups.values()]
+        return (float(np.var(means, ddof=1)) if len(means) > 1 else 0.0), len(runs)
     ss = sum(float(np.sum((np.array(g) - np.mean(g)) ** 2)) for g in groups.values())
     return ss / dof, len(runs)
 
@@ -118,8 +125,10 @@ def accuracy_row(key: str, label: str, runs: list[VideoScores], *, extra: dict |
     mean = float(accs.mean())
     var, k = training_variance(runs)
     se = math.sqrt(tables.binomial_stderr(mean, n) ** 2 + var / k)
-    seeds = len(runs) // len({tuple(r.videos) for r in runs})
-    how = f"binomial over {n} test videos" + (f" and spread over {seeds} training seeds" if var > 0 else "")
+    sets = len({tuple(r.videos) for r in runs})
+    seeds = len(runs) // sets
+    spread = f" and spread over {seeds} training seeds" if seeds > 1 else f" and spread over {sets} splits"
+    how = f"binomial over {n} test videos" + (spread if var > 0 else "")
     return tables.ResultRow(key, label, mean, se, n, how, extra or {}, runs=list(runs))
 
 
@@ -163,3 +172,69 @@ def check_claims(claims: tuple[Claim, ...], rows: dict[str, tables.ResultRow], *
 def format_findings(findings: list[Finding]) -> str:
     """One line per claim: the verdict, the claim, and the numbers behind it."""
     return "\n".join(f"- {f.verdict:12} {f.text}: {f.detail}" for f in findings)
+
+
+# ---- the recorded verdicts and the generated summary --------------------------------------------------
+
+SUMMARY_NAME = "findings.md"
+_RECORD_SUFFIX = ".findings.json"
+
+
+def write_findings(results_dir: str | Path, table: str, title: str, findings: list[Finding], *,
+                   profile: str, dataset: str) -> Path:
+    """Record a table's verdicts with their numbers as ``<results>/tables/<table>.findings.json``, then
+    regenerate ``<results>/findings.md`` from every table's record."""
+    out = Path(results_dir) / "tables" / f"{table}{_RECORD_SUFFIX}"
+    record = {"table": table, "title": title, "profile": profile, "dataset": dataset, "margin": MARGIN,
+              "findings": [{"claim": f.text, "relation": f.claim.relation, "verdict": f.verdict,
+                            "a": _round(f.a), "b": _round(f.b), "difference": _round(f.difference),
+                            "stderr": _round(f.stderr), "paired_videos": f.paired_videos, "detail": f.detail}
+                           for f in findings]}
+    atomic_write_json(out, record)
+    write_summary(results_dir)
+    return out
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 2)
+
+
+def _table_number(path: Path) -> tuple:
+    digits = "".join(ch for ch in path.name.split(".")[0] if ch.isdigit())
+    return (int(digits) if digits else 99, path.name)
+
+
+def summary_markdown(results_dir: str | Path) -> str:
+    """Every recorded verdict with its numbers, table by table, and the count of each verdict."""
+    results_dir = Path(results_dir)
+    records = [json.loads(p.read_text(encoding="utf-8"))
+               for p in sorted((results_dir / "tables").glob(f"*{_RECORD_SUFFIX}"), key=_table_number)]
+    if not records:
+        return "_No findings recorded yet: run `./run_all.sh`._\n"
+    counts = Counter(f["verdict"] for r in records for f in r["findings"])
+    runs = sorted({f"profile `{r['profile']}`, data set `{r['dataset']}`" for r in records})
+    lines = [
+        "The paper's claims tested on our numbers (" + "; ".join(runs) + "): "
+        + ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts[v]) + ".",
+        "",
+        "HELD: the difference lies in the paper's direction beyond two standard errors (a \"matches\" claim: "
+        f"its interval excludes a loss of more than {MARGIN:g} points); CONTRADICTED: beyond two standard "
+        "errors the other way; UNRESOLVED: in between. Each table's notebook explains the verdicts that do "
+        "not hold.",
+        "",
+        "| Table | Claim | Verdict | Ours (a vs b, difference, 95% interval) |",
+        "|:--|:--|:--|:--|",
+    ]
+    for r in records:
+        nb = sorted((results_dir / "notebooks").glob(f"*_{r['table']}.ipynb"))
+        where = f"[{r['table']}](notebooks/{nb[0].name})" if nb else r["table"]
+        for f in r["findings"]:
+            lines.append(f"| {where} | {f['claim']} | {f['verdict']} | {f['detail']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(results_dir: str | Path) -> Path:
+    """Write ``<results>/findings.md`` (generated; the README includes it)."""
+    path = Path(results_dir) / SUMMARY_NAME
+    atomic_write(path, "# Findings\n\n" + summary_markdown(results_dir))
+    return path

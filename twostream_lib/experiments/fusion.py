@@ -9,22 +9,24 @@ their outputs there are computed once per (clip, augmentation) and cached
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from twostream_lib.config import Profile
 from twostream_lib.data.sampling import TwoStreamClips
 from twostream_lib.evaluate import VideoScores, load_scores, predict, save_scores
-from twostream_lib.features import FeatureHead, cache_fusion_inputs
-from twostream_lib.models import TwoStreamNet, trainable_parameters
+from twostream_lib.features import FeatureHead, FeatureSet, cache_fusion_inputs
+from twostream_lib.models import LAYERS, TwoStreamNet, trainable_parameters
 from twostream_lib.train import train
 
 from .cache import MEMO, run_dir
 from .data import DataBundle, clip_sampling, limit_videos
-from .streams import Streams, late_fusion, test_views, train_config, train_stream, views_key
+from .streams import STREAM_INPUT, Streams, late_fusion, test_views, train_config, train_stream, views_key
 
 __all__ = ["Variant", "backbone_name", "fusion_dir", "build_fused", "test_mode", "run_fusion"]
 
@@ -61,7 +63,7 @@ class Variant:
         kw = {"fusion": self.fusion, "layers": self.layers, "truncate": self.truncate,
               "conv_init": self.conv_init, "temporal_fusion": self.temporal}
         if cfg is not None:
-            kw.update(conv3d_init=cfg.conv3d_init, fusion_relu=cfg.fusion_relu)
+            kw.update(conv3d_init=cfg.conv3d_init, pool3d=cfg.pool3d, fusion_relu=cfg.fusion_relu)
         return kw
 
     def architecture_name(self, T: int) -> str:
@@ -82,7 +84,7 @@ def fusion_dir(cfg: Profile, variant: Variant, split: int, seed: int) -> Path:
     """The run folder of one trained fusion head (its metrics, checkpoint and test scores)."""
     s_bb, t_bb = backbone_name(cfg, variant.spatial), backbone_name(cfg, variant.temporal_tower)
     name = f"{variant.architecture_name(variant.clip_length(cfg))}-{s_bb}-{t_bb}-seed{seed}"
-    return run_dir(cfg, f"split{split}", "fusion", name)
+    return run_dir(cfg, "heads", f"split{split}", name)
 
 
 def build_fused(cfg: Profile, variant: Variant, spatial: Streams, temporal: Streams) -> TwoStreamNet:
@@ -103,14 +105,86 @@ def test_mode(variant: Variant, cfg: Profile) -> str:
     return cfg.test_mode if variant.T == 1 else "strided_flips"
 
 
+class TowerMaps(nn.Module):
+    """Both frozen towers run once, their maps at several layers returned together, flattened:
+    ``fusion_inputs`` gives [B, T, D] per tower, the layers' maps one after the other. One pass of the
+    towers then serves every fusion row of a table, whatever layer it fuses at."""
+
+    def __init__(self, spatial: nn.Module, temporal: nn.Module, layers):
+        super().__init__()
+        self.spatial, self.temporal = spatial, temporal
+        self.layers = tuple(sorted(set(layers), key=LAYERS.index))
+        self.requires_grad_(False)  # trained towers are frozen below any fusion layer (Sec. 3.5)
+
+    def _maps(self, tower: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        out, at = [], None
+        for layer in self.layers:
+            x = tower.run(x, at, layer)
+            out.append(x.flatten(1))
+            at = layer
+        return torch.cat(out, 1)
+
+    def fusion_inputs(self, rgb: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, t = rgb.shape[:2]
+        return (self._maps(self.spatial, rgb.flatten(0, 1)).unflatten(0, (b, t)),
+                self._maps(self.temporal, flow.flatten(0, 1)).unflatten(0, (b, t)))
+
+    def split(self, feats: FeatureSet, size: tuple[int, int]) -> dict[str, FeatureSet]:
+        """One FeatureSet per layer from the joint one, for inputs of ``size`` (H, W)."""
+        shapes = [self.spatial.feature_shapes(size), self.temporal.feature_shapes(size)]
+        out, offsets = {}, [0, 0]
+        for layer in self.layers:
+            parts = []
+            for i, flat in enumerate((feats.fa, feats.fb)):
+                d = math.prod(shapes[i][layer])
+                parts.append(np.ascontiguousarray(flat[..., offsets[i]:offsets[i] + d]).reshape(
+                    *flat.shape[:-1], *shapes[i][layer]))
+                offsets[i] += d
+            out[layer] = FeatureSet(*parts, feats.labels, feats.videos, feats.views, feats.fingerprint + layer)
+        return out
+
+
+def fusion_features(cfg: Profile, data: DataBundle, towers: Streams, model: TwoStreamNet, layers: tuple, T: int,
+                    split: int, *, train: bool, mode: str | None = None, clips: int | None = None) -> FeatureSet:
+    """The towers' maps at ``model.first_layer`` for the training clips (``cfg.feature_epochs`` augmented
+    passes) or the test views, from the in-memory memo or computed. With several ``layers`` (the rows
+    of a table), one pass of the towers computes and keeps all of them."""
+    base = (towers.digest("spatial"), towers.digest("temporal"), T, split, cfg.max_videos)
+    if train:
+        extra = (cfg.feature_epochs, cfg.seeds[0], cfg.fusion_crop, cfg.crop)
+        clips_set = TwoStreamClips(data.store, limit_videos(data.split(split).train, cfg),
+                                   clip_sampling(cfg, T=T, train=True), train=True, seed=cfg.seeds[0])
+        passes = cfg.feature_epochs
+    else:
+        extra = views_key(cfg, split, mode, clips)
+        clips_set = test_views(cfg, data, split, mode=mode, clips=clips)
+        passes = 1
+    key = ("train-features" if train else "test-features", *base, *extra)
+    found = MEMO.peek((*key, model.first_layer))
+    if found is not None:
+        return found
+    if len(layers) == 1:
+        feats = cache_fusion_inputs(model, clips_set, epochs=passes, batch_size=cfg.batch_size, device=cfg.device)
+        return MEMO.put((*key, model.first_layer), feats)
+    maps = TowerMaps(towers.spatial, towers.temporal, layers)
+    joint = cache_fusion_inputs(maps, clips_set, epochs=passes, batch_size=cfg.batch_size, device=cfg.device)
+    size = tuple(clips_set[0][STREAM_INPUT["spatial"]].shape[-2:])
+    for layer, feats in maps.split(joint, size).items():
+        MEMO.put((*key, layer), feats)
+    return MEMO.peek((*key, model.first_layer))
+
+
 def run_fusion(cfg: Profile, data: DataBundle, variant: Variant, *, split: int | None = None,
-               seed: int | None = None, clips: int | None = None) -> tuple[VideoScores, TwoStreamNet | None]:
+               seed: int | None = None, clips: int | None = None,
+               share_layers: tuple[str, ...] = ()) -> tuple[VideoScores, TwoStreamNet | None]:
     """Train one fusion variant's head on cached tower features and score the test videos.
 
     Returns (VideoScores, model); late fusion ("softmax") trains nothing and returns no model. ``clips``:
     test clips of the models that fuse T samples (default ``cfg.test_clips``; Tables 5-6 use
-    ``cfg.final_test_clips``). The test scores are saved beside the trained head, so a second call
-    (another notebook, a re-run) neither caches features nor trains again.
+    ``cfg.final_test_clips``). ``share_layers``: the first layers of the other rows of the same table,
+    whose features the same pass of the towers computes (:func:`fusion_features`). The test scores are
+    saved beside the trained head, so a second call (another notebook, a re-run) neither caches
+    features nor trains again.
     """
     split = split or cfg.split
     seed = cfg.seeds[0] if seed is None else seed
@@ -128,26 +202,14 @@ def run_fusion(cfg: Profile, data: DataBundle, variant: Variant, *, split: int |
     scores_path = out / f"scores-{mode}{clips or ''}.npz"
     if scores_path.exists():  # trained and tested before (e.g. Table 5's heads, reused by Table 6)
         return load_scores(scores_path), model
-    s = data.split(split)
-    towers_key = (towers.digest("spatial"), towers.digest("temporal"), model.first_layer, T)
-
-    def train_features():
-        train_clips = TwoStreamClips(data.store, limit_videos(s.train, cfg), clip_sampling(cfg, T=T, train=True),
-                                     train=True, seed=cfg.seeds[0])
-        return cache_fusion_inputs(model, train_clips, epochs=cfg.feature_epochs, batch_size=cfg.batch_size,
-                                   device=cfg.device)
-
-    def test_features():
-        return cache_fusion_inputs(model, test_views(cfg, data, split, mode=mode, clips=clips), epochs=1,
-                                   batch_size=cfg.batch_size, device=cfg.device)
-
-    train_key = ("train-features", *towers_key, split, cfg.max_videos, cfg.feature_epochs, cfg.seeds[0])
-    train_set = MEMO.get(train_key, train_features)
-    test_set = MEMO.get(("test-features", *towers_key, *views_key(cfg, split, mode, clips)), test_features)
+    layers = tuple(share_layers) if model.first_layer in (share_layers or ()) else (model.first_layer,)
+    train_set = fusion_features(cfg, data, towers, model, layers, T, split, train=True)
+    test_set = fusion_features(cfg, data, towers, model, layers, T, split, train=False, mode=mode, clips=clips)
     torch.manual_seed(seed)
     head = FeatureHead(model)
-    train(head, train_set, None, train_config(cfg, out, lr=cfg.lr_fusion, epochs=cfg.epochs_fusion, seed=seed,
-                                              input_keys=("fa", "fb")))
+    # "plateau" validates on the test views' features, as the released cnn_train_dag.m (imdb set 2)
+    train(head, train_set, test_set if cfg.schedule == "plateau" else None,
+          train_config(cfg, out, stage="fusion", seed=seed, input_keys=("fa", "fb")))
     scores = predict(head, test_set, batch_size=cfg.batch_size, device=cfg.device, input_keys=("fa", "fb"))
     save_scores(scores, scores_path)
     return scores, model

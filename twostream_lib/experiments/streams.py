@@ -7,7 +7,10 @@ a trained tower is saved as ``final.pt`` in its run folder and loaded from there
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,16 +21,18 @@ from torch import nn
 from twostream_lib import plots
 from twostream_lib.config import Profile
 from twostream_lib.data.sampling import TwoStreamClips, TwoStreamViews
+from twostream_lib.determinism import set_threads
 from twostream_lib.errors import ConfigError
 from twostream_lib.evaluate import VideoScores, accuracy, late_fuse, predict
-from twostream_lib.models import DenseColour, FrameAverage, build_backbone
+from twostream_lib.models import DenseColour, FrameAverage, WithAppearance, build_backbone
+from twostream_lib.paper import released_schedule
 from twostream_lib.train import TrainConfig, train
 
 from .cache import MEMO, run_dir, save_state, weights_digest
-from .data import DataBundle, clip_sampling, limit_videos
+from .data import DataBundle, clip_sampling, configure_process, limit_videos, prepare_data
 
-__all__ = ["Streams", "STREAM_INPUT", "stream_dir", "train_stream", "train_streams", "stream_scores", "late_fusion",
-           "stream_summary", "test_views", "train_config", "figure1"]
+__all__ = ["Streams", "STREAM_INPUT", "stream_dir", "train_towers", "train_stream", "train_streams", "stream_scores", "late_fusion",
+           "stream_summary", "test_views", "train_config", "STAGES", "find_video", "figure1"]
 
 #: The input each stream reads from a clip.
 STREAM_INPUT = {"spatial": "rgb", "temporal": "flow"}
@@ -58,17 +63,99 @@ class Streams:
         return self._digests[stream]
 
 
-def train_config(cfg: Profile, out_dir, *, lr: float, epochs: int, seed: int, input_keys) -> TrainConfig:
-    """The engine's settings for one of the profile's training runs (streams and fusion heads)."""
-    return TrainConfig(lr=lr, epochs=epochs, batch_size=cfg.batch_size, seed=seed, device=cfg.device,
-                       amp=cfg.amp and cfg.device.startswith("cuda"), workers=cfg.workers,
-                       input_keys=tuple(input_keys), out_dir=str(out_dir), lr_schedule="cosine",
-                       progress=False)
+#: Training runs a profile makes: the towers, the fusion heads, the demo's appearance pre-training.
+STAGES = ("spatial", "temporal", "fusion", "appearance")
+
+
+def train_config(cfg: Profile, out_dir=None, *, stage: str, backbone: str | None = None, seed: int,
+                 input_keys, lr: float | None = None, epochs: int | None = None) -> TrainConfig:
+    """The engine's settings for one of the profile's training runs: a tower (``stage`` "spatial" or
+    "temporal", of ``backbone``), a fusion head ("fusion") or appearance pre-training ("appearance").
+
+    ``cfg.schedule``, with ``lr`` / ``epochs`` defaulting to the profile's for the stage (``lr_stream`` /
+    ``lr_fusion``, ``epochs_stream`` / ``epochs_temporal`` / ``epochs_fusion``); one epoch is one pass
+    over the training videos:
+
+    * ``"released"``: the released script's table for the stage and backbone
+      (:func:`twostream_lib.paper.released_schedule`): its rates, one per "epoch" of K passes, its batch
+      size and back-propagation depth, for all its passes; ``epochs`` caps them, ``lr`` scales the
+      table to start there;
+    * ``"plateau"`` (Sec. 3.5's text): the same start and batch size, x0.1 whenever the accuracy on
+      the validation set, checked once per released "epoch", stops improving; at most the table's passes;
+    * ``"cosine"`` (the demo): from ``lr`` towards 0 over ``epochs`` after the profile's warm-up, with
+      the profile's batch size.
+
+    Biases learn at ``bias_lr_factor`` x the rate, with weight decay only if ``bias_decay``. The
+    appearance pre-training has no released table: it always runs the cosine schedule.
+    """
+    if stage not in STAGES:
+        raise ConfigError(f"train_config: unknown stage {stage!r}; expected one of {list(STAGES)}")
+    if lr is None:
+        lr = cfg.lr_fusion if stage == "fusion" else cfg.lr_stream
+    if epochs is None:
+        epochs = {"spatial": cfg.epochs_stream, "temporal": cfg.epochs_temporal or cfg.epochs_stream,
+                  "fusion": cfg.epochs_fusion}.get(stage)
+    common = {"seed": seed, "device": cfg.device, "amp": cfg.amp and cfg.device.startswith("cuda"),
+              "workers": cfg.workers, "input_keys": tuple(input_keys), "progress": False,
+              "out_dir": None if out_dir is None else str(out_dir), "bias_lr_factor": cfg.bias_lr_factor,
+              "bias_decay": cfg.bias_decay}
+    if cfg.schedule == "cosine" or stage == "appearance":
+        if lr is None or epochs is None:
+            raise ConfigError(f"profile {cfg.name!r}: schedule='cosine' needs the {stage} run's learning rate "
+                              "and epochs (lr_stream / lr_fusion, epochs_stream / epochs_temporal / epochs_fusion); "
+                              "only schedule='released' or 'plateau' take them from the released scripts")
+        return TrainConfig(lr=lr, epochs=epochs, batch_size=cfg.batch_size, lr_schedule="cosine",
+                           warmup_epochs=cfg.warmup_epochs, checkpoint_every=max(1, epochs // 4), **common)
+    table = released_schedule(stage, backbone, cfg.dataset)
+    rates = table.lrs if lr is None else tuple(r * (lr / table.lrs[0]) for r in table.lrs)
+    epochs = table.total_passes if epochs is None else epochs
+    if cfg.schedule == "released":
+        return TrainConfig(lr=rates[0], epochs=epochs, batch_size=table.batch_size, lr_schedule="table",
+                           lr_table=rates, lr_table_epochs=table.passes, backprop_from=table.backprop_from,
+                           backprop_epochs=table.backprop_epochs * table.passes,
+                           checkpoint_every=table.passes, **common)
+    return TrainConfig(lr=rates[0], epochs=epochs, batch_size=table.batch_size, lr_schedule="plateau",
+                       monitor="val_acc", val_every=table.passes, checkpoint_every=table.passes, **common)
 
 
 def stream_dir(cfg: Profile, backbone: str, stream: str, split: int, seed: int) -> Path:
     """The run folder of one trained tower (``final.pt``, ``metrics.csv``, ``config.json``)."""
-    return run_dir(cfg, f"split{split}", f"{backbone}-{stream}-seed{seed}")
+    return run_dir(cfg, "towers", f"split{split}", f"{backbone}-{stream}-seed{seed}")
+
+
+def train_towers(cfg: Profile, data: DataBundle, jobs) -> None:
+    """Train every tower of ``jobs`` ((backbone, stream, split, seed) each) that is not cached yet,
+    ``cfg.tower_processes`` at a time in separate processes. A tower trains with ``cfg.tower_threads``
+    threads wherever it runs, so its weights do not depend on which process trained it."""
+    todo = list(dict.fromkeys(j for j in jobs if not (stream_dir(cfg, *j) / "final.pt").exists()))
+    if cfg.tower_processes <= 1 or len(todo) <= 1:
+        for backbone, stream, split, seed in todo:
+            train_stream(cfg, data, stream, backbone=backbone, split=split, seed=seed)
+        return
+    with ProcessPoolExecutor(max_workers=min(cfg.tower_processes, len(todo)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        for done in as_completed([pool.submit(_train_tower_job, cfg, job) for job in todo]):
+            done.result()
+
+
+def _train_tower_job(cfg: Profile, job: tuple) -> None:
+    """One tower in a worker process (the data set is opened there)."""
+    configure_process(cfg)
+    backbone, stream, split, seed = job
+    train_stream(cfg, prepare_data(cfg), stream, backbone=backbone, split=split, seed=seed)
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    """Run with ``n`` torch threads (None: unchanged), then restore the previous count."""
+    before = torch.get_num_threads()
+    if n:
+        set_threads(n)
+    try:
+        yield
+    finally:
+        if n:
+            set_threads(before)
 
 
 def train_stream(cfg: Profile, data: DataBundle, stream: str, *, backbone: str | None = None,
@@ -96,12 +183,18 @@ def train_stream(cfg: Profile, data: DataBundle, stream: str, *, backbone: str |
         return net.eval()
     torch.manual_seed(seed)
     clips = TwoStreamClips(data.store, limit_videos(s.train, cfg),
-                           clip_sampling(cfg, T=1, train=True, crop="multiscale"), train=True, seed=seed)
-    if stream == "spatial" and cfg.appearance_pretrain_epochs and not weights:
-        pretrain_appearance(net, clips, cfg, seed=seed, out=out / "appearance_pretraining")
-    epochs = cfg.epochs_temporal if stream == "temporal" and cfg.epochs_temporal else cfg.epochs_stream
-    train(model, clips, None, train_config(cfg, out, lr=cfg.lr_stream, epochs=epochs, seed=seed,
-                                           input_keys=(STREAM_INPUT[stream],)))
+                           clip_sampling(cfg, T=1, train=True, crop=cfg.stream_crop), train=True, seed=seed)
+    with _threads(cfg.tower_threads):
+        if stream == "spatial" and cfg.appearance_pretrain_epochs and not weights:
+            pretrain_appearance(net, clips, cfg, seed=seed, out=out / "appearance_pretraining")
+        trained = model
+        if stream == "spatial" and cfg.appearance_weight and not weights:  # keep the colour per location
+            trained = WithAppearance(DenseColour(net, net.feature_shapes(cfg.crop)["relu5"][0]),
+                                     cfg.appearance_weight)
+        # "plateau" validates on the split's test list, as the released cnn_train_dag.m (imdb set 2)
+        val = test_views(cfg, data, split) if cfg.schedule == "plateau" else None
+        train(trained, clips, val, train_config(cfg, out, stage=stream, backbone=backbone, seed=seed,
+                                                input_keys=(STREAM_INPUT[stream],)))
     save_state(model, final)
     return net.eval()
 
@@ -110,8 +203,8 @@ def pretrain_appearance(net: nn.Module, clips: TwoStreamClips, cfg: Profile, *, 
     """Train ``net`` up to ReLU5 on dense colour regression (:class:`DenseColour`) for the profile's
     epochs, through the engine like every other training run (its metrics in ``out``)."""
     model = DenseColour(net, net.feature_shapes(cfg.crop)["relu5"][0])
-    train(model, clips, None, train_config(cfg, out, lr=cfg.lr_stream, epochs=cfg.appearance_pretrain_epochs,
-                                           seed=seed, input_keys=("rgb",)))
+    train(model, clips, None, train_config(cfg, out, stage="appearance", lr=cfg.lr_stream,
+                                           epochs=cfg.appearance_pretrain_epochs, seed=seed, input_keys=("rgb",)))
 
 
 def train_streams(cfg: Profile, data: DataBundle, *, backbone: str | None = None, split: int | None = None,
@@ -121,8 +214,10 @@ def train_streams(cfg: Profile, data: DataBundle, *, backbone: str | None = None
     backbone = backbone or cfg.backbone
     seed = cfg.seeds[0] if seed is None else seed
     split = split or cfg.split
+    wanted = [stream for stream in STREAM_INPUT if only in (None, stream)]
+    train_towers(cfg, data, [(backbone, stream, split, seed) for stream in wanted])
     towers = {stream: train_stream(cfg, data, stream, backbone=backbone, split=split, seed=seed)
-              if only in (None, stream) else None for stream in STREAM_INPUT}
+              if stream in wanted else None for stream in STREAM_INPUT}
     return Streams(backbone, towers["spatial"], towers["temporal"], split, seed)
 
 
@@ -171,18 +266,36 @@ def stream_summary(cfg: Profile, data: DataBundle, streams: Streams) -> pd.DataF
                                                                        for s in scores.values()]}).set_index("model")
 
 
-def figure1(cfg: Profile, data: DataBundle, streams: Streams, *, video_index: int = 0):
-    """conv1-conv3 (relu1-relu3) activations of both streams for one test clip -> ``figure1.png``."""
-    s = data.split(streams.split)
-    views = TwoStreamViews(data.store, s.test[video_index:video_index + 1], clip_sampling(cfg, T=1, train=False),
+def find_video(data: DataBundle, split: int, clip: str | None = None, *, video_index: int = 0):
+    """The prepared video called ``clip`` in ``split`` (its test videos, then its training videos), or the
+    test video ``video_index`` when ``clip`` is None; an unknown name is an error that names a few."""
+    s = data.split(split)
+    if clip is None:
+        return s.test[video_index]
+    found = [v for v in s.test + s.train if v.name == clip]
+    if not found:
+        import difflib
+
+        names = [v.name for v in s.test + s.train]
+        near = difflib.get_close_matches(clip, names, n=3) or names[:3]
+        raise ConfigError(f"clip {clip!r} is not a prepared video of {data.dataset} split {split} "
+                          f"({data.frames_root}); e.g. {near}")
+    return found[0]
+
+
+def figure1(cfg: Profile, data: DataBundle, streams: Streams, *, video_index: int = 0, clip: str | None = None):
+    """conv1-conv3 (relu1-relu3) activations of both streams for one clip -> ``figure1.png``: the prepared
+    video named ``clip`` (any of the streams' split), or the test video ``video_index`` when ``clip`` is None."""
+    video = find_video(data, streams.split, clip, video_index=video_index)
+    views = TwoStreamViews(data.store, (video,), clip_sampling(cfg, T=1, train=False),
                            mode="spread_flips", crop=cfg.test_crop)
-    clip = views[0]
-    rgb, flow = clip["rgb"][:1], clip["flow"][:1]  # first sample: [1, C, H, W]
+    sample = views[0]
+    rgb, flow = sample["rgb"][:1], sample["flow"][:1]  # first sample: [1, C, H, W]
     spatial = plots.activation_maps(streams.spatial, rgb)
     temporal = plots.activation_maps(streams.temporal, flow)
-    name = s.test[video_index].name
-    n = data.store.num_frames(name)
-    image = data.store.read_rgb(name, [n // 2])[0]
-    u = data.store.read_flow(name, [max(n // 2 - 1, 0)])[0, ..., 0]
-    fig = plots.figure1(spatial, temporal, rgb=image, flow_u=u)
+    n = data.store.num_frames(video.name)
+    image = data.store.read_rgb(video.name, [n // 2])[0]
+    uv = data.store.read_flow(video.name, [max(n // 2 - 1, 0)])[0]
+    fig = plots.figure1(spatial, temporal, rgb=image, flow_u=uv[..., 0], flow_v=uv[..., 1],
+                        title=f"{video.name} ({video.class_name})")
     return plots.save_figure(fig, cfg.results_path / "figures" / "figure1.png")

@@ -9,7 +9,7 @@ from .backbones import (CONV_LAYERS, FC_LAYERS, LAYERS, LRN, Backbone, build_bac
                         list_backbones)
 from .fusion import CONV_INITS, FUSION_METHODS, build_fusion, pad_to_match
 from .matconvnet import load_matconvnet_into, load_twostream_matconvnet, read_matconvnet
-from .single_stream import DenseColour, FrameAverage
+from .single_stream import DenseColour, FrameAverage, WithAppearance
 from .params import count_parameters, parameter_rows
 from .temporal import (CONV3D_INITS, POOL3D_PRESETS, TEMPORAL_FUSIONS, Conv3dFusion, MaxPool3d, build_pool3d,
                        max_pool3d_by_slices)
@@ -22,5 +22,5 @@ __all__ = [
     "TEMPORAL_FUSIONS", "POOL3D_PRESETS", "CONV3D_INITS", "MaxPool3d", "Conv3dFusion", "build_pool3d",
     "max_pool3d_by_slices", "TwoStreamNet", "build_two_stream", "trainable_parameters", "TRAINABLE_MODES",
     "set_deterministic", "to_device", "read_matconvnet", "load_matconvnet_into", "load_twostream_matconvnet",
-    "count_parameters", "parameter_rows", "FrameAverage", "DenseColour",
+    "count_parameters", "parameter_rows", "FrameAverage", "DenseColour", "WithAppearance",
 ]

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from twostream_lib.errors import ConfigError, DataError
 
-from ._common import check_choice, use_deterministic
+from ._common import PointwiseConv2d, check_choice, use_deterministic
 
 __all__ = [
     "LAYERS",
@@ -157,14 +157,14 @@ _VGG_M_2048 = _Spec(
     temporal_drops_norm2=True,
 )
 
-_DEMO_SHALLOW = _Spec(  # VGG-M-shaped: strided conv1, pool, conv2, pool, conv3-5, global pool5, fc 128-64
+_DEMO_SHALLOW = _Spec(  # VGG-M-shaped: strided conv1, pool, conv2, pool, conv3-5, global pool5, fc 64-64
     stages=(
         ("relu1", (("conv", 16, 5, 2, 2),)),  # 48 -> 24
         ("relu2", (("pool", 3, 2, True), ("conv", 32, 3, 1, 1))),  # -> 12
-        ("relu3", (("pool", 3, 2, True), ("conv", 64, 3, 1, 1))),  # -> 6
-        ("relu4", (("conv", 64, 3, 1, 1),)),
-        ("relu5", (("conv", 64, 3, 1, 1),)),  # 6x6
-        ("fc6", (("pool", 6, 6, True), ("fc", 128, 1))),  # pool5 over the whole 6x6 map -> 1x1
+        ("relu3", (("pool", 3, 2, True), ("conv", 32, 3, 1, 1))),  # -> 6
+        ("relu4", (("conv", 32, 3, 1, 1),)),
+        ("relu5", (("conv", 32, 3, 1, 1),)),  # 6x6
+        ("fc6", (("pool", 6, 6, True), ("fc", 64, 1))),  # pool5 over the whole 6x6 map -> 1x1
         ("fc7", (("fc", 64, 1),)),
         ("fc8", (("fc", None, 1),)),
     ),
@@ -176,10 +176,10 @@ _DEMO_DEEP = _Spec(  # VGG-16-shaped (2-2-3-3-3 convs per block), same resolutio
     stages=(
         ("relu1", (("conv", 16, 3, 2, 1), ("conv", 16, 3, 1, 1))),  # 48 -> 24
         ("relu2", (("pool", 2, 2, True), ("conv", 32, 3, 1, 1), ("conv", 32, 3, 1, 1))),  # -> 12
-        ("relu3", (("pool", 2, 2, True),) + (("conv", 64, 3, 1, 1),) * 3),  # -> 6
-        ("relu4", (("conv", 64, 3, 1, 1),) * 3),
-        ("relu5", (("conv", 64, 3, 1, 1),) * 3),  # 6x6
-        ("fc6", (("pool", 6, 6, True), ("fc", 128, 1))),  # as demo_shallow
+        ("relu3", (("pool", 2, 2, True),) + (("conv", 32, 3, 1, 1),) * 3),  # -> 6
+        ("relu4", (("conv", 32, 3, 1, 1),) * 3),
+        ("relu5", (("conv", 32, 3, 1, 1),) * 3),  # 6x6
+        ("fc6", (("pool", 6, 6, True), ("fc", 64, 1))),  # as demo_shallow
         ("fc7", (("fc", 64, 1),)),
         ("fc8", (("fc", None, 1),)),
     ),
@@ -378,7 +378,7 @@ def _build_stages(spec: _Spec, *, in_channels: int, num_classes: int, dropout: f
                 c = op[1]
             else:  # fc as a convolution
                 out = num_classes if op[1] is None else op[1]
-                mods[layer] = nn.Conv2d(c, out, op[2])
+                mods[layer] = PointwiseConv2d(c, out) if op[2] == 1 else nn.Conv2d(c, out, op[2])
                 if layer != "fc8":
                     mods[f"relu{k}"] = nn.ReLU(inplace=True)
                 c = out

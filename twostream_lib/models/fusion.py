@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from twostream_lib.errors import ConfigError
 
-from ._common import check_choice
+from ._common import PointwiseConv2d, check_choice
 
 __all__ = [
     "FUSION_METHODS",
@@ -150,7 +150,7 @@ class ConvFusion(nn.Module):
         self.order = check_choice("concat order", order, CONCAT_ORDERS)
         self.channels_a, self.channels_b = channels, channels if channels_b is None else channels_b
         self.out_channels = channels if out_channels is None else out_channels
-        self.conv = nn.Conv2d(self.channels_a + self.channels_b, self.out_channels, 1)
+        self.conv = PointwiseConv2d(self.channels_a + self.channels_b, self.out_channels)
         self.reset_parameters()
 
     @torch.no_grad()
