@@ -193,3 +193,29 @@ def test_idt_extracts_with_the_profiles_workers(monkeypatch):
         registry.idt_scores(ex.load_profile("paper", workers=workers), data, 1)
     registry.idt_scores(ex.load_profile("demo"), data, 1)  # workers 0, threads 2
     assert seen == [1, 1, 8, 2]
+
+
+def test_a_temporal_tower_starts_from_another_data_sets_tower_except_its_classifier(tmp_path):
+    """Sec. 4.4: HMDB51's temporal nets are initialised from UCF101's (all layers but fc8)."""
+    import torch
+
+    from twostream_lib.experiments.streams import init_from_tower
+    from twostream_lib.models import FrameAverage, build_backbone
+
+    torch.manual_seed(0)
+    ucf = build_backbone("demo_shallow", in_channels=20, num_classes=5)
+    torch.save(FrameAverage(ucf).state_dict(), tmp_path / "final.pt")
+    torch.manual_seed(1)
+    hmdb = build_backbone("demo_shallow", in_channels=20, num_classes=3)
+    fc8_before = hmdb.state_dict()["stages.fc8.fc8.weight"].clone()
+    init_from_tower(hmdb, tmp_path / "final.pt")
+    after = hmdb.state_dict()
+    assert torch.equal(after["stages.fc8.fc8.weight"], fc8_before)  # 3 classes, its own initialisation
+    copied = [k for k in after if ".fc8." not in f".{k}"]
+    assert len(copied) > 10 and all(torch.equal(after[k], ucf.state_dict()[k]) for k in copied)
+    with pytest.raises(ex.ConfigError, match="does not fit this backbone"):
+        init_from_tower(build_backbone("demo_deep", in_channels=20, num_classes=3), tmp_path / "final.pt")
+    with pytest.raises(ex.ConfigError, match="missing.pt does not exist"):
+        init_from_tower(hmdb, tmp_path / "missing.pt")
+    paper = ex.load_profile("paper")  # the released crops per stream
+    assert (paper.stream_crop, paper.temporal_crop, paper.fusion_crop) == ("borders25", "multiScaleRegular", "noCtr")

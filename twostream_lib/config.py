@@ -47,6 +47,7 @@ class Profile:
     tau: tuple[int, int] = HP["tau_range"]  # temporal stride range (released code: (5, 15))
     crop: int = HP["crop"]  # training crop side
     stream_crop: str = "multiscale"  # single streams' training crops (Sec. 4.4, [35]); data.sampling.TRAIN_CROPS
+    temporal_crop: str | None = None  # the temporal stream's, where it differs (released: multiScaleRegular); None: stream_crop
     fusion_crop: str = "jitter"  # fusion training crops (Sec. 3.5)
     test_mode: str = "spread_flips"  # per-frame models: "spread_flips" | "frames25" (data.sampling)
     test_clips: int = 1  # models that fuse T samples: "strided_flips" with this many clips of T
@@ -58,6 +59,9 @@ class Profile:
     deep_backbone: str = "vgg16"  # Table 3 "very deep", S of Tables 4-6
     weights: str | None = "data/weights/imagenet-vgg-m-2048.mat"  # ImageNet init of the shallow towers (MatConvNet file)
     deep_weights: str | None = "imagenet"  # ImageNet init of the deep towers (torchvision's VGG-16 weights)
+    # Sec. 4.4: HMDB51's temporal towers start from a UCF101 temporal tower (a final.pt of the same backbone
+    # from results/runs/...; every layer but fc8, whose classes differ); None: `weights` as the spatial one
+    temporal_init: str | None = None
     appearance_pretrain_epochs: int = 0  # demo's stand-in for ImageNet: dense colour pre-training of the spatial tower
     appearance_weight: float = 0.0  # demo: the dense colour objective kept beside the actions (models.WithAppearance)
     # ---- training ----------------------------------------------------------------------
@@ -164,8 +168,11 @@ PROFILES: dict[str, Profile] = {
         # the released init (Gaussian summing to 1): the text's peak-1 Gaussian x [I, 3I] starts 43x larger
         # (tests/test_fusion.py), ~20x above the scale fc6 was trained on; conv3d_init="paper" keeps it
         conv3d_init="released",
-        # the released fusion crops (cnn_ucf101_fusion.m 'noCtr'): within 25% of the borders, never the centre
+        # the released crops: fusion 'noCtr' (cnn_ucf101_fusion.m), spatial 'borders25'
+        # (cnn_ucf101_spatial.m), temporal 'multiScaleRegular' (cnn_ucf101_temporal.m); data.sampling
         fusion_crop="noCtr",
+        stream_crop="borders25",
+        temporal_crop="multiScaleRegular",
     ),
     "smoke": Profile(
         name="smoke",

@@ -36,7 +36,7 @@ __all__ = ["RUN_FIELDS", "run_dir", "weights_digest", "Memo", "MEMO", "save_stat
 #: changing e.g. a fusion head's epochs retrains the heads but reuses the towers.
 DATA_FIELDS = ("dataset", "synthetic_seed", "synthetic_size", "synthetic_frames", "synthetic_groups",
                "synthetic_clips", "synthetic_classes", "max_videos")
-TOWER_FIELDS = DATA_FIELDS + ("L", "crop", "stream_crop", "backbone", "deep_backbone", "weights", "deep_weights",
+TOWER_FIELDS = DATA_FIELDS + ("L", "crop", "stream_crop", "temporal_crop", "temporal_init", "backbone", "deep_backbone", "weights", "deep_weights",
                               "appearance_pretrain_epochs", "appearance_weight", "batch_size", "schedule",
                               "lr_stream", "bias_lr_factor", "bias_decay", "warmup_epochs", "dropout",
                               "epochs_stream", "epochs_temporal", "tower_threads", "threads")

@@ -181,9 +181,12 @@ def train_stream(cfg: Profile, data: DataBundle, stream: str, *, backbone: str |
     if final.exists():
         model.load_state_dict(torch.load(final, map_location="cpu", weights_only=True))
         return net.eval()
+    if stream == "temporal" and cfg.temporal_init:
+        init_from_tower(net, cfg.path(cfg.temporal_init))
     torch.manual_seed(seed)
+    crop = cfg.temporal_crop if stream == "temporal" and cfg.temporal_crop else cfg.stream_crop
     clips = TwoStreamClips(data.store, limit_videos(s.train, cfg),
-                           clip_sampling(cfg, T=1, train=True, crop=cfg.stream_crop), train=True, seed=seed)
+                           clip_sampling(cfg, T=1, train=True, crop=crop), train=True, seed=seed)
     with _threads(cfg.tower_threads):
         if stream == "spatial" and cfg.appearance_pretrain_epochs and not weights:
             pretrain_appearance(net, clips, cfg, seed=seed, out=out / "appearance_pretraining")
@@ -197,6 +200,24 @@ def train_stream(cfg: Profile, data: DataBundle, stream: str, *, backbone: str |
                                                 input_keys=(STREAM_INPUT[stream],)))
     save_state(model, final)
     return net.eval()
+
+
+def init_from_tower(net: nn.Module, checkpoint: Path) -> None:
+    """Start ``net`` from another trained tower of the same backbone (Sec. 4.4: HMDB51's temporal nets
+    from UCF101's): every weight but the classifier's (fc8), whose classes differ. ``checkpoint`` is a
+    tower's ``final.pt`` (a :class:`FrameAverage` state) or a bare backbone state dict."""
+    if not Path(checkpoint).is_file():
+        raise ConfigError(f"temporal_init: {checkpoint} does not exist; expected a trained temporal tower's "
+                          "final.pt (results/runs/<profile>/<data set>-towers-*/split<k>/<backbone>-temporal-seed<s>/)")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = {k.removeprefix("net."): v for k, v in state.items()}
+    own = net.state_dict()
+    kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape and ".fc8." not in f".{k}"}
+    missing = sorted(k for k in own if k not in kept and ".fc8." not in f".{k}")
+    if missing:
+        raise ConfigError(f"temporal_init: {checkpoint} does not fit this backbone: {len(missing)} tensors "
+                          f"missing or of another shape, e.g. {missing[:3]}")
+    net.load_state_dict(kept, strict=False)
 
 
 def pretrain_appearance(net: nn.Module, clips: TwoStreamClips, cfg: Profile, *, seed: int, out: Path) -> None:
