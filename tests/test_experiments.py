@@ -183,7 +183,7 @@ def test_idt_extracts_with_the_profiles_workers(monkeypatch):
     `threads` (one: in this process)."""
     from types import SimpleNamespace
 
-    from twostream_lib.experiments import registry
+    from twostream_lib.experiments import rows as registry  # the row builders
 
     seen = []
     monkeypatch.setattr(registry, "compute_idt_scores", lambda *a, **kw: seen.append(kw["workers"]))

@@ -34,7 +34,7 @@ DPI = 100
 #: with sub-pixel noise only) stays white instead of showing its noise at full colour.
 MIN_FLOW_SCALE = 1.0
 
-#: Accuracy columns of a table's frame per class family (``registry.reach``): ``family:<name>`` and
+#: Accuracy columns of a table's frame per class family (``experiments.rows.reach``): ``family:<name>`` and
 #: ``family_ceiling:<name>``.
 FAMILY_PREFIX, CEILING_PREFIX = "family:", "family_ceiling:"
 
