@@ -413,6 +413,11 @@ def family_figure(frame: pd.DataFrame, keys: Sequence[str] | None = None, *, tit
     if "chance" in frame and frame["chance"].notna().any():
         ax.axhline(float(frame["chance"].dropna().iloc[0]), ls="--", color="grey", lw=1, label="chance")
     ax.plot([], [], color="black", lw=2, label="ceiling (data card)")
+    return _finish_accuracy_axes(fig, ax, title)
+
+
+def _finish_accuracy_axes(fig, ax, title: str):
+    """The common frame of the accuracy plots: 0-105 %, the legend outside the axes, a small title."""
     ax.set_ylim(0, 105)
     ax.set_ylabel("test accuracy (%)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -438,13 +443,7 @@ def accuracy_figure(frame: pd.DataFrame, keys: Sequence[str] | None = None, *, t
     if "chance" in rows and rows["chance"].notna().any():
         ax.axhline(float(rows["chance"].dropna().iloc[0]), ls="--", color="grey", lw=1, label="chance")
     ax.set_xticks(x, rows["key"], rotation=25, ha="right", fontsize=8)
-    ax.set_ylim(0, 105)
-    ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+    return _finish_accuracy_axes(fig, ax, title)
 
 
 def run_accuracy_figure(accuracies: pd.DataFrame, keys: Sequence[str] | None = None, *, hue: str | None = None,
