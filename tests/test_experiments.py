@@ -95,6 +95,17 @@ def test_verdicts_are_recorded_and_summarised_from_the_records(tmp_path):
     assert f"{held} HELD" in summary and summary.count("| [table1](notebooks/02_table1.ipynb) |") == 2
     assert found[0].detail in summary  # the numbers, exactly as the notebook prints them
     assert "No findings" in ex.summary_markdown(tmp_path / "elsewhere")
+    # with a record of other seeds (benchmarks/bench_findings.py), each claim shows their verdicts
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "findings_seeds.json").write_text(__import__("json").dumps({
+        "reference_seed": 0, "seeds": [2, 3], "tables": ["table1"], "conflicts": 0,
+        "differences": [{"seed": 3, "claim": claims[0].text}],
+        "verdicts": {f"table1: {claims[0].text}": {"0": "HELD", "2": "HELD", "3": "UNRESOLVED"},
+                     f"table1: {claims[1].text}": {"0": found[1].verdict, "2": found[1].verdict,
+                                                   "3": found[1].verdict}}}))
+    summary = ex.summary_markdown(tmp_path)
+    assert "on synthetic seeds 2, 3, on which nothing was tuned, 1 of 4 verdicts" in summary
+    assert f"| {found[0].detail} | 2: HELD, 3: UNRESOLVED |" in summary
 
 
 def test_seed_spread_widens_the_interval_of_a_difference():

@@ -222,15 +222,43 @@ def summary_markdown(results_dir: str | Path) -> str:
         "errors the other way; UNRESOLVED: in between. Each table's notebook explains the verdicts that do "
         "not hold.",
         "",
-        "| Table | Claim | Verdict | Ours (a vs b, difference, 95% interval) |",
-        "|:--|:--|:--|:--|",
     ]
+    seeds = _seed_verdicts(results_dir)
+    if seeds:
+        lines[1:1] = ["", seeds["summary"]]
+    lines += ["| Table | Claim | Verdict | Ours (a vs b, difference, 95% interval) |"
+              + (" Other synthetic seeds |" if seeds else ""),
+              "|:--|:--|:--|:--|" + (":--|" if seeds else "")]
     for r in records:
         nb = sorted((results_dir / "notebooks").glob(f"*_{r['table']}.ipynb"))
         where = f"[{r['table']}](notebooks/{nb[0].name})" if nb else r["table"]
         for f in r["findings"]:
-            lines.append(f"| {where} | {f['claim']} | {f['verdict']} | {f['detail']} |")
+            other = ""
+            if seeds:
+                per_seed = seeds["verdicts"].get(f"{r['table']}: {f['claim']}", {})
+                other = " " + (", ".join(f"{k}: {v}" for k, v in per_seed.items()) or "-") + " |"
+            lines.append(f"| {where} | {f['claim']} | {f['verdict']} | {f['detail']} |{other}")
     return "\n".join(lines) + "\n"
+
+
+SEEDS_RECORD = Path("benchmarks") / "findings_seeds.json"
+
+
+def _seed_verdicts(results_dir: Path) -> dict | None:
+    """The verdicts recorded on other synthetic seeds by ``benchmarks/bench_findings.py``, if any:
+    {"verdicts": {"table: claim": {seed: verdict}}, "summary": a sentence}."""
+    path = results_dir / SEEDS_RECORD
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    ref = str(record["reference_seed"])
+    verdicts = {k: {s: v for s, v in per.items() if s != ref} for k, per in record["verdicts"].items()}
+    diffs = record["differences"]
+    summary = (f"Robustness (`benchmarks/bench_findings.py`, `results/{SEEDS_RECORD.as_posix()}`): on synthetic seeds "
+               + ", ".join(map(str, record["seeds"])) + f", on which nothing was tuned, {len(diffs)} of "
+               f"{len(verdicts) * len(record['seeds'])} verdicts of " + ", ".join(record["tables"])
+               + f" differ from seed {ref}'s, {record['conflicts']} of them HELD against CONTRADICTED.")
+    return {"verdicts": verdicts, "summary": summary}
 
 
 def write_summary(results_dir: str | Path) -> Path:
