@@ -22,8 +22,9 @@ variable                      value                  what it pins
 
 and :func:`use_pinned_kernels` routes convolutions through MKL's GEMM (im2col) instead of oneDNN,
 whose results are promised only on identical hardware (its blocking follows the cache sizes). That
-costs time: training the four demo towers took 1.6x as long as with oneDNN limited to AVX2 (measured
-on one 2-core machine; ``benchmarks/bench_arithmetic.py`` records it).
+costs time, most for the demo's 3D conv fusion head (its im2col over three dimensions is a slow copy):
+``benchmarks/bench_arithmetic.py`` measures the demo's training steps pinned, with oneDNN limited to
+AVX2 and unpinned, and records them in ``results/benchmarks/arithmetic.json``.
 
 The variables are set (unless the user set them) when :mod:`twostream_lib` is imported, and also by
 ``run_all.sh`` and the test suite's ``conftest.py``, so that they hold before torch computes anything.
