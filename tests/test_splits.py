@@ -1,4 +1,4 @@
-"""Official split parsing, tested against the real UCF101 / HMDB51 split files in ../shared/data."""
+"""Official split parsing, tested against the real UCF101 / HMDB51 split files in tests/data (copied with their provenance)."""
 from __future__ import annotations
 
 import shutil
@@ -27,7 +27,7 @@ def test_ucf101_items_are_parsed_exactly(real_data):
         name="v_ApplyEyeMakeup_g08_c01", label=0, class_name="ApplyEyeMakeup",
         relpath="ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi",
     )
-    basketball = next(v for v in sp.test if v.name == "v_Basketball_g01_c01")  # the real clip in shared/data
+    basketball = next(v for v in sp.test if v.name == "v_Basketball_g01_c01")  # the real clip in tests/data
     assert basketball.label == 7 and basketball.class_name == "Basketball"  # classInd says 8 (1-based)
     assert all(sp.classes[v.label] == v.class_name for v in sp.train + sp.test)
 

@@ -1,4 +1,4 @@
-"""Frame stores: the authors' layout, the mmaction2 layout (a real example in ../shared/data) and the
+"""Frame stores: the authors' layout, the mmaction2 layout (a real example in tests/data) and the
 packed layout, which must decode to the very same arrays."""
 from __future__ import annotations
 
