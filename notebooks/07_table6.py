@@ -48,7 +48,7 @@ device: str = None  # "cpu" | "cuda" | "cuda:N"; None: the profile's (demo: cpu,
 dataset: str = None  # "synthetic" | "ucf101" | "hmdb51"; None: the profile's
 synthetic_seed: int = None  # seed of the generated data set (synthetic only); None: the profile's
 results_dir: str = None  # folder of tables, figures and runs; None: the profile's ("results")
-splits: list = [1]  # splits to average over (the paper: all three)
+splits: list = None  # splits to average over; None: the profile's final_splits (paper: 1, 2, 3; demo: 1)
 
 # %%
 from twostream_lib import experiments as ex
@@ -56,6 +56,7 @@ from twostream_lib import experiments as ex
 cfg = ex.setup(profile, device=device, dataset=dataset, synthetic_seed=synthetic_seed,
                results_dir=results_dir)
 data = ex.prepare_data(cfg)
+splits = list(splits or cfg.final_splits)
 result = ex.run_table(cfg, data, "table6", splits=splits)
 
 # %% [markdown]
