@@ -33,7 +33,8 @@ def ucf_root(real_data, tmp_path_factory):
 
 def test_paper_profile_runs_one_iteration_on_a_real_clip(ucf_root, tmp_path, monkeypatch):
     torch.set_num_threads(2)
-    cfg = ex.setup("smoke", data_root=str(ucf_root), results_dir=str(tmp_path / "results"))
+    cfg = ex.setup("smoke", data_root=str(ucf_root), results_dir=str(tmp_path / "results"), rehearsal_classes=0,
+                   batch_size=2, T=2, max_videos=2)
     assert (cfg.backbone, cfg.crop, cfg.L) == ("vgg_m_2048", 224, 10)
     data = ex.prepare_data(cfg)
     assert data.store.num_frames("v_Basketball_g01_c01") == 141

@@ -455,6 +455,42 @@ def test_cli_trains_both_streams_then_conv_fusion_of_them_where_the_notebooks_fi
     np.testing.assert_array_equal(again.scores, scores.scores)
 
 
+def test_a_fusion_head_reads_its_inputs_from_memory_from_disk_or_from_the_towers_alike(tmp_path):
+    """feature_cache "memory", "disk" (memory-mapped shards beside the heads, float32 on the CPU) and "none"
+    (the frozen towers run under every step) train the same head: one pass of one epoch, so the three see
+    the same clips in the same order."""
+    from twostream_lib import experiments as ex
+
+    settings = {**TINY, "epochs_fusion": 1, "data_root": str(tmp_path / "data"), "seeds": [0]}
+    variant = {v.key: v for v in ex.TABLES["table1"].variants}["conv@relu5"]
+    scores = {}
+    for mode in ("memory", "disk", "none"):
+        cfg = ex.setup("demo", **settings, feature_cache=mode, results_dir=str(tmp_path / mode))
+        ex.MEMO.clear()
+        scores[mode] = ex.run_fusion(cfg, ex.prepare_data(cfg), variant)[0]
+        caches = sorted(p.parent.name for p in (tmp_path / mode).rglob("features/*/meta.json"))
+        assert [c.split("-features")[0] for c in caches] == (["test", "train"] if mode == "disk" else [])
+    for mode in ("disk", "none"):
+        np.testing.assert_allclose(scores[mode].scores, scores["memory"].scores, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match=r"feature_cache='ram': expected one of \['disk', 'memory', 'none'\]"):
+        ex.setup("demo", feature_cache="ram")
+
+
+def test_training_does_not_depend_on_the_callers_gradient_mode():
+    """A notebook that turned gradients off for its figures (torch.set_grad_enabled(False)) can still train."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    before = model.weight.detach().clone()
+    data = [{"x": torch.randn(4), "label": i % 2} for i in range(8)]
+    try:
+        torch.set_grad_enabled(False)
+        train(model, data, None, small_cfg(epochs=1, batch_size=4, input_keys=("x",)))
+        assert not torch.is_grad_enabled()  # the caller's mode is given back
+    finally:
+        torch.set_grad_enabled(True)
+    assert not torch.equal(model.weight, before)
+
+
 def test_cli_rejects_bad_input_with_one_line(tmp_path, capsys):
     from twostream_lib.experiments.cli import cli_main
 

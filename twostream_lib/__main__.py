@@ -12,6 +12,7 @@ COMMANDS = {
     "verify": ("twostream_lib.data.download", "Check an unpacked data set against its split files."),
     "prepare": ("twostream_lib.data.prepare", "Videos -> frames + TV-L1 flow (authors' layout or packed)."),
     "synthetic": ("twostream_lib.data.synthetic", "Generate and prepare the synthetic demo data set."),
+    "rehearsal": ("twostream_lib.data.rehearsal", "Generate the smoke profile's UCF101-layout rehearsal set."),
     "train": ("twostream_lib.experiments.cli", "Train one stream or fusion row of a profile (as the notebooks do)."),
     "idt": ("twostream_lib.idt.pipeline", "Dense trajectories + Fisher vectors + SVM (Table 6)."),
 }

@@ -24,6 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 #: Learning-rate schedules a profile can ask for (Profile.schedule).
 SCHEDULES = ("released", "plateau", "cosine")
+#: Where frozen-tower fusion heads read their inputs (Profile.feature_cache).
+FEATURE_CACHES = ("disk", "memory", "none")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,10 @@ class Profile:
     synthetic_groups: int = 9  # groups per class; split k tests on the k-th third of them
     synthetic_clips: int = 5  # clips per group and class
     synthetic_classes: tuple[str, ...] | None = None  # a subset of the synthetic classes (None: all)
+    # > 0: the UCF101 data set is a generated rehearsal set of this many classes in UCF101's layout and size
+    # (data.rehearsal; the smoke profile), made under data_root/ucf101 when missing
+    rehearsal_classes: int = 0
+    rehearsal_frames: int = 64  # frames per rehearsal video (25 fps)
     # ---- sampling (Sec. 3.5) -----------------------------------------------------------
     T: int = HP["T"]  # temporal samples per clip
     L: int = HP["L"]  # flow frames per stack
@@ -87,6 +93,10 @@ class Profile:
     epochs_temporal: int | None = None  # temporal stream; None: epochs_stream ([22] trains it ~6x longer)
     epochs_fusion: int | None = None  # fusion heads; None: all of the released schedule's passes
     feature_epochs: int = 8  # augmented training clips cached per video for frozen-tower heads
+    # where frozen-tower heads read their inputs (experiments.fusion): "disk" memory-mapped shards beside the
+    # heads (features.py; RAM holds a batch), "memory" arrays in RAM (small data: the demo's 0.2 GB), "none"
+    # no cache, the towers run under every training step (when the cache cannot fit the disk: plan says)
+    feature_cache: str = "disk"
     seeds: tuple[int, ...] = (0,)  # training seeds; accuracies report their spread
     idt_components: int = 256  # GMM components per descriptor type (Table 6)
     idt_C: float = 100.0  # linear SVM regularisation (Table 6)
@@ -105,6 +115,9 @@ class Profile:
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"profile setting schedule={self.schedule!r}: expected one of {list(SCHEDULES)}")
+        if self.feature_cache not in FEATURE_CACHES:
+            raise ConfigError(f"profile setting feature_cache={self.feature_cache!r}: expected one of "
+                              f"{list(FEATURE_CACHES)}")
 
     def path(self, relative: str) -> Path:
         """Resolve a profile path (data_root, results_dir) against the repository root."""
@@ -158,6 +171,7 @@ PROFILES: dict[str, Profile] = {
         epochs_temporal=30,  # the deep flow tower underfits the motion classes in 15 (as [22], flow trains longer)
         epochs_fusion=30,
         feature_epochs=4,
+        feature_cache="memory",  # 0.2 GB of maps: in RAM one pass of the towers serves every layer of a table
         seeds=(0, 1, 2),  # three heads per fusion row: the spread over seeds enters every standard error
         cache_frames=True,  # a few hundred tiny videos: decode each once per process, not every epoch
         device="cpu",
@@ -183,17 +197,24 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
         dataset="ucf101",
-        weights=None,
+        data_root="data/rehearsal",  # a generated set in UCF101's layout and size (data.rehearsal)
+        rehearsal_classes=5,
+        conv3d_init="released",  # the paper profile's choices, on a few videos and one pass
+        fusion_crop="noCtr",
+        stream_crop="borders25",
+        temporal_crop="multiScaleRegular",
+        weights=None,  # ImageNet weights cannot be downloaded here: random initialisation
         deep_weights=None,
-        batch_size=2,
+        batch_size=8,
         epochs_stream=1,
+        epochs_temporal=1,
         epochs_fusion=1,
         feature_epochs=1,
-        max_videos=2,
+        final_test_clips=2,
         device="cpu",
         workers=0,
+        threads=2,
         amp=False,
-        T=2,
     ),
 }
 

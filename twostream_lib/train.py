@@ -658,6 +658,7 @@ def _train_mode(net: nn.Module) -> None:
                 m.eval()
 
 
+@torch.enable_grad()  # whatever the caller's mode (a notebook may have turned gradients off for its figures)
 def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig, *,
           trainable: Iterable[nn.Parameter] | None = None, val_fn: Callable[[nn.Module], float] | None = None,
           progress: bool | None = None, on_epoch_end: Callable[[dict], None] | None = None) -> TrainResult:

@@ -5,7 +5,8 @@
 
 ``demo`` generates the synthetic set (about a minute, once) under ``data/synthetic/seed<k>``; the real
 data sets must have been prepared (``python -m twostream_lib fetch`` / ``prepare``) under
-``data/<dataset>/{frames,splits}``.
+``data/<dataset>/{frames,splits}``; ``smoke`` generates its UCF101-layout rehearsal set
+(:mod:`twostream_lib.data.rehearsal`) under ``data/rehearsal/ucf101``.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import pandas as pd
 from twostream_lib import plots
 from twostream_lib.arithmetic import check_pinned, use_pinned_kernels
 from twostream_lib.config import PROFILES, Profile, load_profile
+from twostream_lib.data.rehearsal import make_rehearsal_set
 from twostream_lib.data.sampling import ClipSampling
 from twostream_lib.data.splits import Split, load_split
 from twostream_lib.data.stores import DecodedCache, open_store
@@ -95,6 +97,9 @@ def prepare_data(cfg: Profile) -> DataBundle:
     if cfg.dataset not in ("ucf101", "hmdb51"):
         raise ConfigError(f"unknown dataset {cfg.dataset!r}; expected 'synthetic', 'ucf101' or 'hmdb51'")
     root = cfg.data_dir / cfg.dataset
+    if cfg.rehearsal_classes and cfg.dataset == "ucf101":  # the smoke profile's generated UCF101-layout set
+        make_rehearsal_set(root, classes=cfg.rehearsal_classes, frames=cfg.rehearsal_frames,
+                           workers=max(1, cfg.workers or cfg.threads or 1), progress=False)
     frames, splits = root / "frames", root / "splits"
     fetch = f"python -m twostream_lib fetch {cfg.dataset} --no-videos --root {cfg.data_dir}"
     for path, how in ((frames, f"fastest, the authors' frames and TV-L1 flow: {fetch} --precomputed; or from "

@@ -9,6 +9,8 @@ their outputs there are computed once per (clip, augmentation) and cached
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,28 +146,46 @@ class TowerMaps(nn.Module):
         return out
 
 
+def fusion_clips(cfg: Profile, data: DataBundle, T: int, split: int, *, train: bool, mode: str | None = None,
+                 clips: int | None = None):
+    """What a fusion head trains on (augmented clips of T samples) or is tested on (the test views)."""
+    if train:
+        return TwoStreamClips(data.store, limit_videos(data.split(split).train, cfg),
+                              clip_sampling(cfg, T=T, train=True), train=True, seed=cfg.seeds[0])
+    return test_views(cfg, data, split, mode=mode, clips=clips)
+
+
+def features_dir(cfg: Profile, split: int, key: tuple) -> Path:
+    """The folder of one on-disk feature cache (``feature_cache="disk"``), named by the digest of what
+    defines it (towers' weights, sampling, passes, layer), beside the heads that read it."""
+    digest = hashlib.sha1(json.dumps(key, default=str).encode()).hexdigest()[:12]
+    return run_dir(cfg, "heads", f"split{split}", "features", f"{key[0]}-{key[-1]}-{digest}")
+
+
 def fusion_features(cfg: Profile, data: DataBundle, towers: Streams, model: TwoStreamNet, layers: tuple, T: int,
                     split: int, *, train: bool, mode: str | None = None, clips: int | None = None) -> FeatureSet:
     """The towers' maps at ``model.first_layer`` for the training clips (``cfg.feature_epochs`` augmented
-    passes) or the test views, from the in-memory memo or computed. With several ``layers`` (the rows
-    of a table), one pass of the towers computes and keeps all of them."""
+    passes) or the test views, from the in-memory memo or computed. In memory
+    (``cfg.feature_cache == "memory"``) with several ``layers`` (the rows of a table), one pass of the
+    towers computes and keeps all of them; on disk (``"disk"``) each layer is its own memory-mapped
+    cache (a joint one would have to be read whole to be split), reused by later runs."""
     base = (towers.digest("spatial"), towers.digest("temporal"), T, split, cfg.max_videos)
     if train:
         extra = (cfg.feature_epochs, cfg.seeds[0], cfg.fusion_crop, cfg.crop)
-        clips_set = TwoStreamClips(data.store, limit_videos(data.split(split).train, cfg),
-                                   clip_sampling(cfg, T=T, train=True), train=True, seed=cfg.seeds[0])
         passes = cfg.feature_epochs
     else:
         extra = views_key(cfg, split, mode, clips)
-        clips_set = test_views(cfg, data, split, mode=mode, clips=clips)
         passes = 1
     key = ("train-features" if train else "test-features", *base, *extra)
     found = MEMO.peek((*key, model.first_layer))
     if found is not None:
         return found
-    if len(layers) == 1:
-        feats = cache_fusion_inputs(model, clips_set, epochs=passes, batch_size=cfg.batch_size, device=cfg.device)
-        return MEMO.put((*key, model.first_layer), feats)
+    clips_set = fusion_clips(cfg, data, T, split, train=train, mode=mode, clips=clips)
+    if len(layers) == 1 or cfg.feature_cache == "disk":
+        path = features_dir(cfg, split, (*key, model.first_layer)) if cfg.feature_cache == "disk" else None
+        feats = cache_fusion_inputs(model, clips_set, epochs=passes, batch_size=cfg.batch_size, device=cfg.device,
+                                    path=path, workers=cfg.workers)
+        return MEMO.put((*key, model.first_layer), feats)  # a memory-mapped set holds no RAM (nbytes 0)
     maps = TowerMaps(towers.spatial, towers.temporal, layers)
     joint = cache_fusion_inputs(maps, clips_set, epochs=passes, batch_size=cfg.batch_size, device=cfg.device)
     size = tuple(clips_set[0][STREAM_INPUT["spatial"]].shape[-2:])
@@ -202,14 +222,19 @@ def run_fusion(cfg: Profile, data: DataBundle, variant: Variant, *, split: int |
     scores_path = out / f"scores-{mode}{clips or ''}.npz"
     if scores_path.exists():  # trained and tested before (e.g. Table 5's heads, reused by Table 6)
         return load_scores(scores_path), model
-    layers = tuple(share_layers) if model.first_layer in (share_layers or ()) else (model.first_layer,)
-    train_set = fusion_features(cfg, data, towers, model, layers, T, split, train=True)
-    test_set = fusion_features(cfg, data, towers, model, layers, T, split, train=False, mode=mode, clips=clips)
+    if cfg.feature_cache == "none":  # the frozen towers run under every step (no disk for a cache)
+        head, keys = model, ("rgb", "flow")
+        train_set = fusion_clips(cfg, data, T, split, train=True)
+        test_set = fusion_clips(cfg, data, T, split, train=False, mode=mode, clips=clips)
+    else:
+        head, keys = FeatureHead(model), ("fa", "fb")
+        layers = tuple(share_layers) if model.first_layer in (share_layers or ()) else (model.first_layer,)
+        train_set = fusion_features(cfg, data, towers, model, layers, T, split, train=True)
+        test_set = fusion_features(cfg, data, towers, model, layers, T, split, train=False, mode=mode, clips=clips)
     torch.manual_seed(seed)
-    head = FeatureHead(model)
     # "plateau" validates on the test views' features, as the released cnn_train_dag.m (imdb set 2)
     train(head, train_set, test_set if cfg.schedule == "plateau" else None,
-          train_config(cfg, out, stage="fusion", seed=seed, input_keys=("fa", "fb")))
-    scores = predict(head, test_set, batch_size=cfg.batch_size, device=cfg.device, input_keys=("fa", "fb"))
+          train_config(cfg, out, stage="fusion", seed=seed, input_keys=keys))
+    scores = predict(head, test_set, batch_size=cfg.batch_size, device=cfg.device, input_keys=keys)
     save_scores(scores, scores_path)
     return scores, model
