@@ -14,6 +14,7 @@ COMMANDS = {
     "synthetic": ("twostream_lib.data.synthetic", "Generate and prepare the synthetic demo data set."),
     "train": ("twostream_lib.experiments.cli", "Train one stream or fusion row of a profile (as the notebooks do)."),
     "idt": ("twostream_lib.idt.pipeline", "Dense trajectories + Fisher vectors + SVM (Table 6)."),
+    "plan": ("twostream_lib.plan", "What a profile's notebooks need (disk, RAM, GPU hours), before running."),
 }
 
 
