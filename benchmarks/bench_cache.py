@@ -5,7 +5,7 @@ towers' maps at the fusion layer. Two questions decide where that cache can live
 
 1. **Bytes per video and layer** at paper size: VGG-M-2048 and VGG-16 at 224 x 224 (and whole frames
    of 341 x 256 for testing), relu1..relu5 and fc6..fc8, T = 5 samples, both towers, float16 and
-   float32. Exact arithmetic from ``Backbone.feature_shapes`` (the networks are built on the ``meta``
+   float32. Exact arithmetic from ``Backbone.feature_shapes`` (``twostream_lib.plan``: the networks are built on the ``meta``
    device: no memory, no weights), with the UCF101 split-1 totals per pass and for the paper profile's
    ``feature_epochs`` passes.
 2. **Read speed**: one epoch of a synthetic cache of realistic size (``--samples`` videos of the
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
-import math
 import os
 import platform
 import shutil
@@ -49,8 +48,9 @@ from twostream_lib.config import PROFILES  # noqa: E402
 from twostream_lib.data.splits import OFFICIAL_SPLIT_SIZES  # noqa: E402
 from twostream_lib.features import FeatureSet  # noqa: E402
 from twostream_lib.files import atomic_write_json  # noqa: E402
-from twostream_lib.models.backbones import LAYERS, build_backbone  # noqa: E402
+from twostream_lib.models.backbones import LAYERS  # noqa: E402
 from twostream_lib.paper import HYPERPARAMETERS as HP  # noqa: E402
+from twostream_lib.plan import map_bytes, map_shapes  # noqa: E402
 
 OUT = REPO / "results" / "benchmarks" / "cache.json"
 BACKBONES = ("vgg_m_2048", "vgg16")
@@ -66,15 +66,9 @@ MB = 1e6
 
 # ----------------------------------------------------------------------------- bytes per video
 
-def map_shapes(backbone: str, size: tuple[int, int]) -> dict[str, tuple[int, int, int]]:
-    """(C, H, W) at every layer; built on the meta device (no memory, no weights). The flow tower
-    (2L = 20 input channels) has the same maps as the RGB one from conv1 on."""
-    with torch.device("meta"):
-        net = build_backbone(backbone, in_channels=3, num_classes=101, weights=None)
-    return net.feature_shapes(size)
-
-
 def bytes_per_video(T: int) -> dict:
+    """Exact arithmetic of twostream_lib.plan (map_shapes, map_bytes: Backbone.feature_shapes on the meta
+    device), the one home of these numbers."""
     towers = {}
     for backbone in BACKBONES:
         rows = {}
@@ -83,7 +77,7 @@ def bytes_per_video(T: int) -> dict:
                 row = rows.setdefault(layer, {})
                 row[f"{where}_shape"] = list(shape)
                 for dtype, item in ITEM.items():
-                    row[f"{where}_{dtype}"] = T * math.prod(shape) * item
+                    row[f"{where}_{dtype}"] = map_bytes(backbone, layer, size, samples=T, itemsize=item)
         towers[backbone] = rows
     pairs = {}
     for name, s, t, tables in PAIRS:

@@ -15,6 +15,7 @@ COMMANDS = {
     "rehearsal": ("twostream_lib.data.rehearsal", "Generate the smoke profile's UCF101-layout rehearsal set."),
     "train": ("twostream_lib.experiments.cli", "Train one stream or fusion row of a profile (as the notebooks do)."),
     "idt": ("twostream_lib.idt.pipeline", "Dense trajectories + Fisher vectors + SVM (Table 6)."),
+    "plan": ("twostream_lib.plan", "What a profile's notebooks need (disk, RAM, GPU hours), before running."),
 }
 
 

@@ -140,7 +140,6 @@ PROFILES: dict[str, Profile] = {
     "demo": Profile(
         name="demo",
         dataset="synthetic",
-        synthetic_clips=3,  # 9 groups x 3 clips x 14 classes = 378 videos (5 clips: 630, twice the time budget)
         crop=48,  # the synthetic frames' side: the demo trains and tests on whole frames
         stream_crop="full",  # crops of a 48 px frame cut the moving disc out of view (label noise)
         fusion_crop="full",

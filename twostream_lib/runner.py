@@ -25,6 +25,10 @@ Parameters are checked before any notebook runs: a ``-p``/``-f`` name that no se
 declares is an error listing the accepted names; a value for a profile field must have the field's
 type (``config.load_profile``), any other value the type the notebook declares.
 
+Before anything runs: ``--plan`` prints what the run needs (feature caches, checkpoints, RAM, GPU hours per
+notebook: :mod:`twostream_lib.plan`, docs/plan.md) and exits; a run of a profile other than the default
+demo is refused (exit 2) when its feature caches and checkpoints cannot fit its results folder's disk.
+
 Reading without running: right after a notebook has run, its executed copy is rendered to
 ``<folder>/html/<notebook>.html`` (nbconvert's HTMLExporter, nothing re-executed; figures embedded as
 base64 PNG, so one file is the whole page): a run that stops part-way still has the pages of the
@@ -414,12 +418,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="papermill parameter passed to every notebook that declares it")
     ap.add_argument("-f", "--parameters-file", help="YAML/JSON file of parameters (papermill -f)")
+    ap.add_argument("--plan", action="store_true",
+                    help="print what the run needs (disk, RAM, GPU hours: python -m twostream_lib plan) and exit")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
     try:
         params = read_parameters_file(args.parameters_file) if args.parameters_file else {}
         params.update({k: parse_value(v) for k, v in args.parameter})
         plan = plan_run(profile=args.profile, only=args.only, device=args.device, parameters=params)
+        if args.plan or plan.profile != DEFAULT_PROFILE:  # a run's feature caches must fit its disk (issue 12)
+            from twostream_lib import plan as resources
+
+            needs = resources.run_plan(plan.profile, plan.given, plan.folder, only=[p.stem for p in plan.notebooks])
+            if args.plan:
+                print(needs.text(), end="")
+                return 0
+            resources.check_fits(needs)
         record = execute(plan)
         if plan.default_folder:
             from twostream_lib.tables import update_readme
