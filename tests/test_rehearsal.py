@@ -67,3 +67,27 @@ def test_bad_parameters_and_foreign_folders_are_refused(tmp_path):
     with pytest.raises(DataError, match="is not empty and holds no rehearsal.json"):
         make_rehearsal_set(tmp_path / "b", classes=1, frames=16, workers=1, progress=False)
     assert (tmp_path / "b" / "notes.txt").read_text() == "mine"
+
+
+def test_plan_predicts_the_feature_caches_of_a_rehearsal_of_table1(rehearsal, tmp_path):
+    """CI's part of the rehearsal (the whole of it: benchmarks/bench_rehearsal.py). The smoke profile is the
+    paper path (VGG-M-2048 towers at 224, the released crops, feature caches on disk, T = 5 test samples)
+    with one pass of each training; on the rehearsal set above it runs Table 1, and plan, asked before
+    anything trained, predicts the bytes of the caches it leaves within 10%."""
+    import torch
+
+    from twostream_lib import experiments as ex
+    from twostream_lib.plan import make_plan, measured_bytes
+
+    torch.set_num_threads(2)
+    cfg = ex.setup("smoke", data_root=str(rehearsal.parent), results_dir=str(tmp_path / "results"),
+                   rehearsal_classes=2, rehearsal_frames=20, final_test_clips=1)
+    assert (cfg.backbone, cfg.crop, cfg.T, cfg.feature_cache) == ("vgg_m_2048", 224, 5, "disk")
+    data = ex.prepare_data(cfg)  # the set the fixture made: same parameters, nothing regenerated
+    plan = make_plan(cfg, only=["02_table1"])
+    result = ex.run_table(cfg, data, "table1")
+    ours = result.frame.dropna(subset=["ours_acc"])
+    assert {v.key for v in ex.TABLES["table1"].variants} <= set(ours.key)
+    measured = measured_bytes(cfg.results_path / "runs")
+    predicted = plan.notebooks[0].new_feature_cache_bytes
+    assert predicted > 0 and abs(measured["cache"] - predicted) <= 0.1 * predicted, (measured, predicted)

@@ -469,11 +469,25 @@ def test_a_fusion_head_reads_its_inputs_from_memory_from_disk_or_from_the_towers
         ex.MEMO.clear()
         scores[mode] = ex.run_fusion(cfg, ex.prepare_data(cfg), variant)[0]
         caches = sorted(p.parent.name for p in (tmp_path / mode).rglob("features/*/meta.json"))
-        assert [c.split("-features")[0] for c in caches] == (["test", "train"] if mode == "disk" else [])
+        # on disk, only the training clips: the test views are read once, through the towers (cosine schedule)
+        assert [c.split("-features")[0] for c in caches] == (["train"] if mode == "disk" else [])
     for mode in ("disk", "none"):
         np.testing.assert_allclose(scores[mode].scores, scores["memory"].scores, rtol=1e-4, atol=1e-5)
     with pytest.raises(ConfigError, match=r"feature_cache='ram': expected one of \['disk', 'memory', 'none'\]"):
         ex.setup("demo", feature_cache="ram")
+
+
+def test_completed_model_is_the_state_of_a_finished_training_only(tmp_path):
+    from twostream_lib.train import completed_model
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    data = [{"x": torch.randn(4), "label": i % 2} for i in range(8)]
+    assert completed_model(tmp_path / "checkpoint.pt", 2) is None  # nothing trained yet
+    train(model, data, None, small_cfg(tmp_path, epochs=2, batch_size=4, input_keys=("x",)))
+    state = completed_model(tmp_path / "checkpoint.pt", 2)
+    assert state is not None and states_equal(state, model.state_dict())
+    assert completed_model(tmp_path / "checkpoint.pt", 3) is None  # asked for more epochs than it ran
 
 
 def test_training_does_not_depend_on_the_callers_gradient_mode():

@@ -111,6 +111,12 @@ def head_cost(cfg: Profile, variant, num_classes: int, T: int, size: tuple[int, 
     return flops, act, sum(p.numel() for p in model.parameters()), trainable
 
 
+def checkpoints(tc) -> int:
+    """Checkpoint files a training leaves (train.py): ``checkpoint.pt``, and ``checkpoint.prev.pt`` once a
+    second checkpoint was written (every ``checkpoint_every`` epochs and after the last)."""
+    return 1 if tc.epochs <= 1 else 2
+
+
 # ---- the plan ---------------------------------------------------------------------------------------
 
 @dataclass
@@ -124,6 +130,7 @@ class NotebookPlan:
     train_samples: int = 0  # passes x training videos of every tower and head trained here
     test_samples: int = 0  # test views x samples per view through towers and heads
     cache_bytes: int = 0  # the feature caches it reads: memory-mapped shards on disk (features.py)
+    new_feature_cache_bytes: int = 0  # of those, the feature caches first written here (what its run adds)
     checkpoint_bytes: int = 0  # what it writes: final.pt, checkpoint.pt and checkpoint.prev.pt
     data_bytes: int = 0  # frames + flow of the videos it reads
     disk_bytes: int = 0  # caches + checkpoints on the results disk once it has run (with those before it)
@@ -186,7 +193,7 @@ class Plan:
                 f"{_g(n.cpu_core_hours)} | {f'{n.loader_cores:.0f}' if gpu else '-'} |" for n in self.notebooks]
         total = sum(n.hours for n in self.notebooks)
         lines = [f"plan: profile {self.profile}, {self.dataset} ({self.listing}); device {self.device}, feature caches "
-                 f"{self.cache_dtype} on disk; compute at {self.tflops:g} effective TFLOP/s (--tflops); limits: RAM "
+                 f"{self.cache_dtype} ({self.settings.get('feature_cache', 'disk')}); compute at {self.tflops:g} effective TFLOP/s (--tflops); limits: RAM "
                  f"{self.ram_gb:g} GB, GPU memory {self.gpu_gb:g} GB; {self.results_dir}: {self.disk_free / GB:.1f} GB free",
                  "", head, *rows, "", f"total: {total:.1f} GPU hours, {sum(n.cpu_core_hours for n in self.notebooks):.1f} "
                  f"CPU core-hours (IDT), {self.notebooks[-1].disk_bytes / GB if self.notebooks else 0:.1f} GB of caches "
@@ -311,7 +318,7 @@ class _Planner:
         nb.tflop += BACKWARD * flops * tc.epochs * n / 1e12
         if cfg.schedule == "plateau":  # validated on the test views once per released "epoch"
             nb.tflop += tc.epochs // tc.val_every * self._test_flops(bb, stream, k, cfg.test_mode, None) / 1e12
-        nb.checkpoint_bytes += 4 * params * 5  # final.pt, and checkpoint.pt + .prev.pt with SGD momentum each
+        nb.checkpoint_bytes += 4 * params * (1 + 2 * checkpoints(tc))  # final.pt; checkpoint(s) with SGD momentum
         self.feed(nb, BACKWARD * flops, 1, cfg.tau)
         self.memory(nb, f"{stream} tower {bb}", batch=tc.batch_size * self.clip_bytes(1, (cfg.crop,) * 2), params=params,
                     trainable=params, acts=2 * act * tc.batch_size, processes=cfg.tower_processes,
@@ -345,6 +352,7 @@ class _Planner:
         """The frozen towers' maps at ``layers`` (one pass of the towers fills them all, fusion.fusion_features):
         ``feature_epochs`` augmented passes of the training clips (crop x crop), or the test views (whole
         frames), in the cache's dtype."""
+        from twostream_lib.experiments.cache import MEMO
         from twostream_lib.models import LAYERS
         cfg, train, layers = self.cfg, mode is None, tuple(dict.fromkeys(layers))  # rows share a layer's maps
         if train:
@@ -373,7 +381,9 @@ class _Planner:
         if not fresh:
             return
         self.done.update((*base, layer) for layer in fresh)
-        self.disk += sum(nbytes(layer) for layer in fresh)
+        if cfg.feature_cache == "disk":  # "memory": in the kernel's RAM (experiments.MEMO), counted below
+            self.disk += sum(nbytes(layer) for layer in fresh)
+            nb.new_feature_cache_bytes += sum(nbytes(layer) for layer in fresh)
         top = max(fresh, key=LAYERS.index)
         fwd = {hw: tower_cost(s_bb, 3, hw, self.K, top)[0] + tower_cost(t_bb, 2 * cfg.L, hw, self.K, top)[0] for hw in sizes}
         nb.tflop += sum(c * passes * views * per * fwd[hw] for hw, c in sizes.items()) / 1e12
@@ -382,13 +392,15 @@ class _Planner:
         self.feed(nb, fwd[hw] * per, per, cfg.tau if train else (self.views(mode, clips)[2],) * 2)
         params = tower_cost(s_bb, 3, hw, self.K)[3] + tower_cost(t_bb, 2 * cfg.L, hw, self.K)[3]
         peak = max(tower_cost(b, c, hw, self.K, top)[2] for b, c in ((s_bb, 3), (t_bb, 2 * cfg.L)))
+        in_memory = {"feature caches": min(nb.cache_bytes, MEMO.max_bytes)} if cfg.feature_cache == "memory" else {}
         self.memory(nb, what.split(":")[0], batch=cfg.batch_size * self.clip_bytes(per, hw), params=params,
-                    acts=2 * peak * cfg.batch_size * per, decoded_frames=self.decoded(k, "train" if train else "test"))
+                    acts=2 * peak * cfg.batch_size * per, decoded_frames=self.decoded(k, "train" if train else "test"),
+                    **in_memory)
 
     def head(self, nb: NotebookPlan, v, k: int, seed: int, clips=None, share: tuple = ()) -> None:
         """One fusion row (fusion.run_fusion): its towers, their cached maps, the head trained on them
         (only the layers from the fusion on, Sec. 3.5) and tested; late fusion only tests the towers."""
-        from twostream_lib.experiments.fusion import backbone_name, test_mode
+        from twostream_lib.experiments.fusion import backbone_name, caches_test_views, test_mode
         from twostream_lib.experiments.streams import train_config
         cfg = self.cfg
         mode = test_mode(v, cfg)
@@ -404,16 +416,29 @@ class _Planner:
         head = ("head", v.architecture_name(T), s_bb, t_bb, k, seed)
         if not self.new(nb, (*head, mode, clips), f"{v.key}, split {k}, seed {seed}: scores {mode}{clips or ''}"):
             return  # its scores were saved beside the head: nothing is cached, trained or run
-        layers = share if v.layers[0] in share else (v.layers[0],)
-        self.cache(nb, s_bb, t_bb, k, T, layers, None, None)
-        self.cache(nb, s_bb, t_bb, k, T, layers, mode, clips)
+        # the experiments' rule (fusion.run_fusion): one pass of the towers fills every shared layer in memory;
+        # on disk each layer is its own cache; test views are cached only where caches_test_views says
+        layers = share if v.layers[0] in share and cfg.feature_cache == "memory" else (v.layers[0],)
+        if cfg.feature_cache != "none":
+            self.cache(nb, s_bb, t_bb, k, T, layers, None, None)
+        if caches_test_views(cfg):
+            self.cache(nb, s_bb, t_bb, k, T, layers, mode, clips)
+        else:  # predict runs the frozen towers over the test views
+            nb.test_samples += sum(self.sizes(k).values()) * self.views(mode, clips)[0] * self.views(mode, clips)[1]
+            nb.tflop += (self._test_flops(s_bb, "spatial", k, mode, clips) +
+                         self._test_flops(t_bb, "temporal", k, mode, clips)) / 1e12
         tc = train_config(cfg, stage="fusion", seed=seed, input_keys=("fa", "fb"))
         flops, act, params, trainable = head_cost(cfg, v, self.K, T, (cfg.crop, cfg.crop))
         n = len(self.videos(k, "train"))
         if self.new(nb, head, f"{v.key} head, split {k}, seed {seed}: {tc.epochs} passes x {n} videos, batch {tc.batch_size}"):
             nb.train_samples += tc.epochs * n
             nb.tflop += BACKWARD * flops * tc.epochs * n / 1e12
-            nb.checkpoint_bytes += 2 * 4 * (params + trainable)  # checkpoint.pt + .prev.pt: the model, momentum
+            if cfg.feature_cache == "none":  # the frozen towers' forward under every step, up to the fusion layer
+                crop = (cfg.crop, cfg.crop)
+                towers = (tower_cost(s_bb, 3, crop, self.K, v.layers[0])[0] +
+                          tower_cost(t_bb, 2 * cfg.L, crop, self.K, v.layers[0])[0])
+                nb.tflop += towers * T * tc.epochs * n / 1e12
+            nb.checkpoint_bytes += checkpoints(tc) * 4 * (params + trainable)  # the model, the momentum of what trains
             feat = T * self.item * sum(math.prod(map_shapes(b, cfg.crop)[v.layers[0]]) for b in (s_bb, t_bb))
             self.memory(nb, f"{v.key} head", batch=tc.batch_size * feat, params=params, trainable=trainable,
                         acts=2 * act * tc.batch_size)
@@ -498,6 +523,7 @@ def make_plan(cfg: Profile, listing: Listing | None = None, *, tflops: float = T
     """The plan of the notebooks (those whose name contains one of ``only``) for ``cfg`` on ``listing``
     (default: the profile's data as present). ``splits``: Tables 5-6's (default: ``cfg.final_splits``, as
     their notebooks)."""
+    from twostream_lib.experiments.fusion import caches_test_views
     listing = listing if listing is not None else listing_for(cfg)
     planner = _Planner(cfg, listing, tflops)
     names = [n for n in NOTEBOOKS if not only or any(o in n for o in only)]
@@ -510,10 +536,13 @@ def make_plan(cfg: Profile, listing: Listing | None = None, *, tflops: float = T
         f"compute: FLOPs of every forward counted with torch.utils.flop_counter.FlopCounterMode on the meta device, at "
         f"the profile's sizes; training = {BACKWARD}x forward; hours at {tflops:g} effective TFLOP/s (an assumption, "
         "--tflops). Work an earlier notebook did (towers, heads, caches on disk) counts where it was first done",
-        f"feature caches: {planner.dtype} (features.default_dtype on {cfg.device}), memory-mapped shards on disk: RAM "
-        f"holds batches only; training caches {cfg.feature_epochs} passes (feature_epochs) of {cfg.crop}x{cfg.crop} "
-        f"crops, test caches every view of whole frames (test_crop {cfg.test_crop!r}), both towers' maps at the "
-        "fusion layer(s) (Backbone.feature_shapes)",
+        f"feature caches (feature_cache={cfg.feature_cache!r}): {planner.dtype} (features.default_dtype on {cfg.device}); "
+        "'disk': memory-mapped shards, RAM holds batches only, one cache per fusion layer; 'memory': in RAM, one pass "
+        "of the towers for every layer of a table; 'none': no cache, the towers run under every step. Training "
+        f"caches {cfg.feature_epochs} passes (feature_epochs) of {cfg.crop}x{cfg.crop} crops; test views (whole "
+        f"frames, test_crop {cfg.test_crop!r}) are cached "
+        + ("too" if caches_test_views(cfg) else "not at all: predict reads each once, through the towers "
+           "(experiments.fusion.caches_test_views)") + "; both towers' maps at the fusion layer (Backbone.feature_shapes)",
         "checkpoints (train.py): final.pt of a tower; checkpoint.pt and checkpoint.prev.pt hold the model and the "
         "SGD momentum of what trains, float32",
         f"data disk: {listing.source}" + ("" if all(v.disk_bytes is not None for v in listing.videos) else
@@ -532,8 +561,16 @@ def make_plan(cfg: Profile, listing: Listing | None = None, *, tflops: float = T
     ]
     return Plan(cfg.name, listing.dataset, listing.source, cfg.device, planner.dtype, tflops, ram_gb, gpu_gb,
                 _shown(results), shutil.disk_usage(existing).free, reusable, os.cpu_count() or 1,
-                {k: getattr(cfg, k) for k in ("T", "feature_epochs", "test_clips", "final_test_clips", "batch_size",
+                {k: getattr(cfg, k) for k in ("T", "feature_epochs", "feature_cache", "test_clips", "final_test_clips", "batch_size",
                                               "workers", "schedule", "seeds")}, notebooks, notes)
+
+
+def measured_bytes(runs: Path) -> dict[str, int]:
+    """What a run left under its ``runs/`` folder, to hold against a plan: ``cache`` (the feature caches'
+    folders, ``.../features/*``) and ``checkpoints`` (``*.pt``)."""
+    files = [f for f in Path(runs).rglob("*") if f.is_file()] if Path(runs).is_dir() else []
+    return {"cache": sum(f.stat().st_size for f in files if "features" in f.relative_to(runs).parts[:-1]),
+            "checkpoints": sum(f.stat().st_size for f in files if f.suffix == ".pt")}
 
 
 def _shown(path: Path) -> str:

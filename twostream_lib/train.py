@@ -72,6 +72,7 @@ __all__ = [
     "GlobalBatchSampler",
     "train",
     "load_checkpoint",
+    "completed_model",
     "setup_distributed",
     "cleanup_distributed",
 ]
@@ -456,6 +457,17 @@ def _recorded_digests(path: Path) -> set[str] | None:
 
 def _write_digest(path: Path, digest: str) -> None:
     atomic_write(_digest_path(path), f"{digest}  {path.name}\n")  # `sha256sum -c` reads it
+
+
+def completed_model(path: str | Path, epochs: int) -> dict[str, Any] | None:
+    """The model state of a checkpoint written after ``epochs`` epochs (a training that finished), or
+    None when there is none or it stopped earlier: a caller that only tests a trained model skips
+    building its training set."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    ckpt = load_checkpoint(path)
+    return ckpt["model"] if int(ckpt["epoch"]) >= epochs else None
 
 
 def load_checkpoint(path: str | Path, *, verify: bool = True) -> dict[str, Any]:

@@ -22,9 +22,9 @@ from torch import nn
 from twostream_lib.config import Profile
 from twostream_lib.data.sampling import TwoStreamClips
 from twostream_lib.evaluate import VideoScores, load_scores, predict, save_scores
-from twostream_lib.features import FeatureHead, FeatureSet, cache_fusion_inputs
+from twostream_lib.features import FEATURE_KEYS, FeatureHead, FeatureSet, cache_fusion_inputs
 from twostream_lib.models import LAYERS, TwoStreamNet, trainable_parameters
-from twostream_lib.train import train
+from twostream_lib.train import completed_model, train
 
 from .cache import MEMO, run_dir
 from .data import DataBundle, clip_sampling, limit_videos
@@ -146,6 +146,17 @@ class TowerMaps(nn.Module):
         return out
 
 
+RAW_KEYS = ("rgb", "flow")
+
+
+def caches_test_views(cfg: Profile) -> bool:
+    """Whether a head's test views are cached like its training clips. In memory (the demo) they are: the
+    rows of a table share them. On disk only where "plateau" reads them every epoch; otherwise predict
+    reads each view once, and caching it costs more disk than it saves (Table 5's 20 clips x 2 flips x
+    T whole frames of both towers: ~1.5 TB at UCF101 scale, ``python -m twostream_lib plan``)."""
+    return cfg.feature_cache == "memory" or (cfg.feature_cache == "disk" and cfg.schedule == "plateau")
+
+
 def fusion_clips(cfg: Profile, data: DataBundle, T: int, split: int, *, train: bool, mode: str | None = None,
                  clips: int | None = None):
     """What a fusion head trains on (augmented clips of T samples) or is tested on (the test views)."""
@@ -222,19 +233,25 @@ def run_fusion(cfg: Profile, data: DataBundle, variant: Variant, *, split: int |
     scores_path = out / f"scores-{mode}{clips or ''}.npz"
     if scores_path.exists():  # trained and tested before (e.g. Table 5's heads, reused by Table 6)
         return load_scores(scores_path), model
-    if cfg.feature_cache == "none":  # the frozen towers run under every step (no disk for a cache)
-        head, keys = model, ("rgb", "flow")
-        train_set = fusion_clips(cfg, data, T, split, train=True)
-        test_set = fusion_clips(cfg, data, T, split, train=False, mode=mode, clips=clips)
-    else:
-        head, keys = FeatureHead(model), ("fa", "fb")
-        layers = tuple(share_layers) if model.first_layer in (share_layers or ()) else (model.first_layer,)
-        train_set = fusion_features(cfg, data, towers, model, layers, T, split, train=True)
+    layers = tuple(share_layers) if model.first_layer in (share_layers or ()) else (model.first_layer,)
+    # "none": the frozen towers run under every step (no disk for a cache); else the head reads cached maps
+    head, keys = (model, RAW_KEYS) if cfg.feature_cache == "none" else (FeatureHead(model), FEATURE_KEYS)
+    if caches_test_views(cfg):
+        tested, test_keys = FeatureHead(model), FEATURE_KEYS
         test_set = fusion_features(cfg, data, towers, model, layers, T, split, train=False, mode=mode, clips=clips)
-    torch.manual_seed(seed)
-    # "plateau" validates on the test views' features, as the released cnn_train_dag.m (imdb set 2)
-    train(head, train_set, test_set if cfg.schedule == "plateau" else None,
-          train_config(cfg, out, stage="fusion", seed=seed, input_keys=keys))
-    scores = predict(head, test_set, batch_size=cfg.batch_size, device=cfg.device, input_keys=keys)
+    else:  # read once, by predict: through the frozen towers (the same model: FeatureHead shares its layers)
+        tested, test_keys = model, RAW_KEYS
+        test_set = fusion_clips(cfg, data, T, split, train=False, mode=mode, clips=clips)
+    tc = train_config(cfg, out, stage="fusion", seed=seed, input_keys=keys)
+    trained = completed_model(out / "checkpoint.pt", tc.epochs)
+    if trained is not None:  # trained before, tested now on other views (Table 5's clips, Table 4's heads)
+        head.load_state_dict(trained)
+    else:
+        train_set = (fusion_clips(cfg, data, T, split, train=True) if cfg.feature_cache == "none" else
+                     fusion_features(cfg, data, towers, model, layers, T, split, train=True))
+        torch.manual_seed(seed)
+        # "plateau" validates on the test views, as the released cnn_train_dag.m (imdb set 2)
+        train(head, train_set, test_set if cfg.schedule == "plateau" else None, tc)
+    scores = predict(tested, test_set, batch_size=cfg.batch_size, device=cfg.device, input_keys=test_keys)
     save_scores(scores, scores_path)
     return scores, model
