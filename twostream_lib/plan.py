@@ -400,7 +400,7 @@ class _Planner:
     def head(self, nb: NotebookPlan, v, k: int, seed: int, clips=None, share: tuple = ()) -> None:
         """One fusion row (fusion.run_fusion): its towers, their cached maps, the head trained on them
         (only the layers from the fusion on, Sec. 3.5) and tested; late fusion only tests the towers."""
-        from twostream_lib.experiments.fusion import backbone_name, caches_test_views, test_mode
+        from twostream_lib.experiments.fusion import backbone_name, cached_layers, caches_test_views, test_mode
         from twostream_lib.experiments.streams import train_config
         cfg = self.cfg
         mode = test_mode(v, cfg)
@@ -416,9 +416,8 @@ class _Planner:
         head = ("head", v.architecture_name(T), s_bb, t_bb, k, seed)
         if not self.new(nb, (*head, mode, clips), f"{v.key}, split {k}, seed {seed}: scores {mode}{clips or ''}"):
             return  # its scores were saved beside the head: nothing is cached, trained or run
-        # the experiments' rule (fusion.run_fusion): one pass of the towers fills every shared layer in memory;
-        # on disk each layer is its own cache; test views are cached only where caches_test_views says
-        layers = share if v.layers[0] in share and cfg.feature_cache == "memory" else (v.layers[0],)
+        # the experiments' rules (fusion.run_fusion): which layers one pass caches, whether test views are cached
+        layers = cached_layers(cfg, v.layers[0], tuple(share))
         if cfg.feature_cache != "none":
             self.cache(nb, s_bb, t_bb, k, T, layers, None, None)
         if caches_test_views(cfg):

@@ -166,6 +166,15 @@ def fusion_clips(cfg: Profile, data: DataBundle, T: int, split: int, *, train: b
     return test_views(cfg, data, split, mode=mode, clips=clips)
 
 
+def cached_layers(cfg: Profile, first_layer: str, share_layers: tuple = ()) -> tuple[str, ...]:
+    """The layers one pass of the towers caches for a head that fuses first at ``first_layer``: in memory,
+    every shared layer of the table (one pass serves all its rows); on disk, its own only (a joint cache
+    would have to be read whole to be split)."""
+    if cfg.feature_cache == "memory" and first_layer in share_layers:
+        return tuple(share_layers)
+    return (first_layer,)
+
+
 def features_dir(cfg: Profile, split: int, key: tuple) -> Path:
     """The folder of one on-disk feature cache (``feature_cache="disk"``), named by the digest of what
     defines it (towers' weights, sampling, passes, layer), beside the heads that read it."""
@@ -176,10 +185,9 @@ def features_dir(cfg: Profile, split: int, key: tuple) -> Path:
 def fusion_features(cfg: Profile, data: DataBundle, towers: Streams, model: TwoStreamNet, layers: tuple, T: int,
                     split: int, *, train: bool, mode: str | None = None, clips: int | None = None) -> FeatureSet:
     """The towers' maps at ``model.first_layer`` for the training clips (``cfg.feature_epochs`` augmented
-    passes) or the test views, from the in-memory memo or computed. In memory
-    (``cfg.feature_cache == "memory"``) with several ``layers`` (the rows of a table), one pass of the
-    towers computes and keeps all of them; on disk (``"disk"``) each layer is its own memory-mapped
-    cache (a joint one would have to be read whole to be split), reused by later runs."""
+    passes) or the test views, from the in-memory memo or computed. With several ``layers``
+    (:func:`cached_layers`: the rows of a table, in memory) one pass of the towers computes and keeps
+    all of them; on disk (``"disk"``) each layer is its own memory-mapped cache, reused by later runs."""
     base = (towers.digest("spatial"), towers.digest("temporal"), T, split, cfg.max_videos)
     if train:
         extra = (cfg.feature_epochs, cfg.seeds[0], cfg.fusion_crop, cfg.crop)
@@ -192,7 +200,7 @@ def fusion_features(cfg: Profile, data: DataBundle, towers: Streams, model: TwoS
     if found is not None:
         return found
     clips_set = fusion_clips(cfg, data, T, split, train=train, mode=mode, clips=clips)
-    if len(layers) == 1 or cfg.feature_cache == "disk":
+    if len(layers) == 1:
         path = features_dir(cfg, split, (*key, model.first_layer)) if cfg.feature_cache == "disk" else None
         feats = cache_fusion_inputs(model, clips_set, epochs=passes, batch_size=cfg.batch_size, device=cfg.device,
                                     path=path, workers=cfg.workers)
@@ -233,7 +241,7 @@ def run_fusion(cfg: Profile, data: DataBundle, variant: Variant, *, split: int |
     scores_path = out / f"scores-{mode}{clips or ''}.npz"
     if scores_path.exists():  # trained and tested before (e.g. Table 5's heads, reused by Table 6)
         return load_scores(scores_path), model
-    layers = tuple(share_layers) if model.first_layer in (share_layers or ()) else (model.first_layer,)
+    layers = cached_layers(cfg, model.first_layer, tuple(share_layers))
     # "none": the frozen towers run under every step (no disk for a cache); else the head reads cached maps
     head, keys = (model, RAW_KEYS) if cfg.feature_cache == "none" else (FeatureHead(model), FEATURE_KEYS)
     if caches_test_views(cfg):
