@@ -230,3 +230,18 @@ def test_a_temporal_tower_starts_from_another_data_sets_tower_except_its_classif
         init_from_tower(hmdb, tmp_path / "missing.pt")
     paper = ex.load_profile("paper")  # the released crops per stream
     assert (paper.stream_crop, paper.temporal_crop, paper.fusion_crop) == ("borders25", "multiScaleRegular", "noCtr")
+
+
+def test_the_runs_towers_are_listed_once_the_longest_first():
+    """train_run_towers hands these to the tower processes in this order: the temporal towers train
+    epochs_temporal passes (30 in the demo, the spatial ones 15), the deep ones cost more per pass."""
+    from twostream_lib.experiments.registry import run_tower_jobs
+
+    demo = ex.load_profile("demo")
+    assert run_tower_jobs(demo) == [("demo_deep", "temporal", 1, 0), ("demo_shallow", "temporal", 1, 0),
+                                    ("demo_deep", "spatial", 1, 0), ("demo_shallow", "spatial", 1, 0)]
+    # Tables 5-6 on the three splits: their towers (deep spatial, shallow temporal) of splits 2 and 3 too
+    paper = run_tower_jobs(ex.load_profile("demo", final_splits=[1, 2, 3]))
+    assert len(paper) == len(set(paper)) == 8
+    assert {j for j in paper if j[2] != 1} == {("demo_deep", "spatial", k, 0) for k in (2, 3)} | {
+        ("demo_shallow", "temporal", k, 0) for k in (2, 3)}

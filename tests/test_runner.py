@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import json
+import sys
 from pathlib import Path
 
 import nbformat
@@ -216,26 +217,31 @@ def test_runs_write_to_their_own_folders_end_to_end(tiny, tmp_path, capsys):
 # ----------------------------------------------------------------------------- timing record
 
 def test_timing_record_normalises_to_the_reference_machine_and_checks_budgets(tmp_path, capsys):
-    times = {"00_data.ipynb": 100.0, "02_table1.ipynb": 50.0, "06_table5.ipynb": 150.0, "99_new.ipynb": 70.0}
+    times = {"00_data.ipynb": 100.0, "02_table1.ipynb": 50.0, "06_table5.ipynb": 90.0, "99_new.ipynb": 70.0}
     record = runner.timing_record("demo", times, 55.0)
     assert record["probe"]["matmul_gflops"] == 55.0 and record["probe"]["reference_gflops"] == 110.0
     assert record["normalised_seconds_per_notebook"] == {"00_data.ipynb": 50.0, "02_table1.ipynb": 25.0,
-                                                         "06_table5.ipynb": 75.0, "99_new.ipynb": 35.0}
-    assert record["total_normalised_seconds"] == 185.0 and record["total_seconds"] == 370.0
+                                                         "06_table5.ipynb": 45.0, "99_new.ipynb": 35.0}
+    assert record["total_normalised_seconds"] == 155.0 and record["total_seconds"] == 310.0
     assert record["over_budget"] == []
     fast = runner.timing_record("demo", times, 110.0)  # on the reference machine: the seconds as measured
     assert fast["over_budget"] == ["00_data.ipynb", "06_table5.ipynb", "99_new.ipynb"]
-    assert fast["budget_normalised_seconds"]["06_table5.ipynb"] == runner.BUDGETS["06_table5"] == 90
+    assert fast["budget_normalised_seconds"]["06_table5.ipynb"] == runner.BUDGETS["06_table5"] == 50
     assert fast["budget_normalised_seconds"]["99_new.ipynb"] == runner.DEFAULT_BUDGET
     assert fast["machine"]["cpu"] and "cpu_capability" in fast["machine"]["arithmetic"]
+    timed = runner.timing_record("demo", times, 110.0, cpu_seconds={"00_data.ipynb": 150.0, "02_table1.ipynb": 40.5},
+                                 gflops_end=99.0)
+    assert timed["total_cpu_seconds"] == 190.5 and timed["cpu_seconds_per_notebook"]["02_table1.ipynb"] == 40.5
+    assert timed["probe"]["matmul_gflops_end"] == 99.0 and record["probe"]["matmul_gflops_end"] is None
     assert runner.timing_record("paper", times, 110.0)["over_budget"] == []  # budgets are the demo's
     warning = runner._budget_warning("demo", "06_table5", 150.0, 110.0)
-    assert warning.startswith("warning: 06_table5 took 150 normalised s") and "budget of 90 s" in warning
-    assert runner._budget_warning("demo", "06_table5", 150.0, 55.0) is None
+    assert warning.startswith("warning: 06_table5 took 150 normalised s") and "budget of 50 s" in warning
+    assert runner._budget_warning("demo", "06_table5", 90.0, 55.0) is None
 
 
 def test_the_budgets_cover_every_notebook():
     assert sorted(runner.BUDGETS) == [p.stem for p in REAL]
+    assert sum(runner.BUDGETS.values()) == 600  # the demo's whole run, normalised seconds
 
 
 def test_a_failing_cell_stops_the_run_naming_notebook_and_cell(tiny, tmp_path):
@@ -299,3 +305,12 @@ def test_profile_given_as_a_parameter(tiny, tmp_path):
         _plan(tiny, tmp_path, profile="smoke", parameters={"profile": "paper"})
     with pytest.raises(ConfigError, match="unknown profile"):
         _plan(tiny, tmp_path, parameters={"profile": "nosuch"})
+
+
+def test_children_cpu_seconds_count_a_finished_child_process():
+    """What the record's cpu_seconds_per_notebook adds up: a kernel's CPU time, counted once it exits."""
+    import subprocess
+
+    before = runner.children_cpu_seconds()
+    subprocess.run([sys.executable, "-c", "sum(range(20_000_000))"], check=True)
+    assert runner.children_cpu_seconds() - before > 0.1

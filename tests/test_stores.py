@@ -291,6 +291,30 @@ def test_decoded_cache_is_bit_identical_decodes_once_and_bounds_memory(tmp_path,
         DecodedCache(store, max_bytes=0)
 
 
+def test_decoded_cache_on_disk_decodes_each_video_once_for_every_process(tmp_path, monkeypatch):
+    """``disk``: a later cache (another notebook's kernel, a training process) reads the frames the first
+    one decoded, bit for bit, without decoding; an unreadable copy is decoded again and rewritten."""
+    import pickle
+
+    store = open_store(make_authors_store(tmp_path / "frames", videos=("v_A_g01_c01",), n_rgb=5))
+    disk = tmp_path / "frames" / ".decoded"
+    first = DecodedCache(store, disk=disk)
+    rgb, flow = first.read_rgb("v_A_g01_c01", [0, 4]), first.read_flow("v_A_g01_c01", [3])
+    assert sorted(p.relative_to(disk).as_posix() for p in disk.rglob("*.npy")) == ["flow/v_A_g01_c01.npy",
+                                                                                 "rgb/v_A_g01_c01.npy"]
+    decoded = []
+    real = stores.decode_jpeg
+    monkeypatch.setattr(stores, "decode_jpeg", lambda *a, **k: decoded.append(a[1]) or real(*a, **k))
+    later = pickle.loads(pickle.dumps(first))  # what a worker process receives: the store and the folder
+    assert later.disk == disk and later.nbytes == 0
+    np.testing.assert_array_equal(later.read_rgb("v_A_g01_c01", [0, 4]), rgb)
+    np.testing.assert_array_equal(later.read_flow("v_A_g01_c01", [3]), flow)
+    assert decoded == []
+    (disk / "rgb" / "v_A_g01_c01.npy").write_bytes(b"cut short")
+    np.testing.assert_array_equal(DecodedCache(store, disk=disk).read_rgb("v_A_g01_c01", [0, 4]), rgb)
+    assert len(decoded) == 5 and np.load(disk / "rgb" / "v_A_g01_c01.npy").shape[0] == 5
+
+
 def test_decoded_cache_pickles_without_its_frames(tmp_path):
     """A worker process gets the store, not copies of every frame decoded so far (the IDT pool sent the
     whole cache with each of 630 tasks)."""
@@ -312,4 +336,5 @@ def test_profile_cache_frames_wraps_the_store(tmp_path):
     root = make_authors_store(tmp_path)
     assert load_profile("demo").cache_frames and not load_profile("paper").cache_frames
     assert isinstance(_open_store(load_profile("demo"), root), DecodedCache)
+    assert _open_store(load_profile("demo"), root).disk == root / ".decoded"  # decoded once for all processes
     assert not isinstance(_open_store(load_profile("paper"), root), DecodedCache)

@@ -477,6 +477,56 @@ def test_a_fusion_head_reads_its_inputs_from_memory_from_disk_or_from_the_towers
         ex.setup("demo", feature_cache="ram")
 
 
+def test_heads_trained_side_by_side_equal_heads_trained_one_after_another(tmp_path, monkeypatch):
+    """train_heads (the demo: two processes, one thread each, the maps computed here and sent along) gives
+    the scores that run_fusion gives one head after another in this process, bit for bit; run_fusion
+    then reads the saved scores instead of training again."""
+    import shutil
+
+    from twostream_lib import experiments as ex
+    from twostream_lib.experiments import fusion
+
+    settings = {**TINY, "data_root": str(tmp_path / "data"), "results_dir": str(tmp_path / "results"),
+                "seeds": [0, 1], "threads": 2, "tower_threads": 1}
+    rows = {v.key: v for v in ex.TABLES["table1"].variants}
+    jobs = [(rows[key], 1, seed, None) for key in ("conv@relu5", "sum@relu5") for seed in (0, 1)]
+    one = ex.setup("demo", **settings, tower_processes=1)
+    data = ex.prepare_data(one)
+    ex.MEMO.clear()
+    fusion.train_heads(one, data, jobs)  # one process: nothing to do here, run_fusion trains
+    assert not any(fusion.scores_path(one, *job).exists() for job in jobs)
+    alone = [ex.run_fusion(one, data, v, split=k, seed=seed)[0] for v, k, seed, _ in jobs]
+    shutil.rmtree(fusion.fusion_dir(one, rows["conv@relu5"], 1, 0).parent)  # the heads, not the towers
+    two = ex.setup("demo", **settings, tower_processes=2)
+    ex.MEMO.clear()
+    fusion.train_heads(two, data, jobs)
+    monkeypatch.setattr(fusion, "train", lambda *a, **k: pytest.fail("run_fusion trained a head again"))
+    for (v, k, seed, _), expected in zip(jobs, alone):
+        got = ex.run_fusion(two, data, v, split=k, seed=seed)[0]
+        np.testing.assert_array_equal(got.scores, expected.scores)
+
+
+def test_a_towers_test_scores_are_computed_once_for_every_notebook(tmp_path, monkeypatch):
+    """stream_scores saves a tower's scores in the towers' run folder: a later kernel (empty memo) reads
+    them instead of running the tower over the test views again; other views are computed anew."""
+    from twostream_lib import experiments as ex
+    from twostream_lib.experiments import streams
+
+    cfg = ex.setup("demo", **TINY, data_root=str(tmp_path / "data"), results_dir=str(tmp_path / "results"), seeds=[0])
+    data = ex.prepare_data(cfg)
+    towers = ex.train_streams(cfg, data)
+    first = ex.stream_scores(cfg, data, towers, "temporal")
+    saved = sorted((tmp_path / "results").rglob("*-towers-*/split1/scores/*.npz"))
+    assert len(saved) == 1
+    ex.MEMO.clear()
+    real = streams.predict
+    monkeypatch.setattr(streams, "predict", lambda *a, **k: pytest.fail("the tower was tested again"))
+    np.testing.assert_array_equal(ex.stream_scores(cfg, data, towers, "temporal").scores, first.scores)
+    monkeypatch.setattr(streams, "predict", real)
+    ex.stream_scores(cfg, data, towers, "temporal", mode="strided_flips", clips=2)
+    assert len(list((tmp_path / "results").rglob("*-towers-*/split1/scores/*.npz"))) == 2
+
+
 def test_completed_model_is_the_state_of_a_finished_training_only(tmp_path):
     from twostream_lib.train import completed_model
 

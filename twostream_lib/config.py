@@ -107,7 +107,7 @@ class Profile:
     workers: int = 8
     threads: int | None = None  # torch CPU threads (None = torch default)
     tower_processes: int = 1  # towers trained side by side in this many processes (CPU: one thread each)
-    tower_threads: int | None = None  # threads of a tower's training wherever it runs (None: `threads`)
+    tower_threads: int | None = None  # threads of a tower's or a fusion head's training wherever it runs (None: `threads`)
     amp: bool = True  # bf16 autocast on GPU
     pinned_arithmetic: bool = False  # the same CPU code paths on every machine (twostream_lib.arithmetic)
     results_dir: str = "results"

@@ -707,6 +707,7 @@ def _run_jobs(jobs: list[_Job], workers: int, start_method: str | None = None):
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
     """Cancel pending jobs and end the workers now; the videos they were on are redone by the next run."""
     processes = list((pool._processes or {}).values())  # no public way before Python 3.14's terminate_workers
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         process.terminate()
@@ -715,6 +716,11 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
         if process.is_alive():
             process.kill()
             process.join()
+    # the pool's manager thread sees its workers gone and closes its wake-up pipe; waiting for it here keeps
+    # the interpreter's exit from waking it while it closes that pipe (before Python 3.12 a race printed
+    # "OSError: handle is closed" from threading._shutdown after an interrupted run)
+    if manager is not None and manager.is_alive():
+        manager.join(10)
 
 
 def _init_worker(main_pid: int) -> None:

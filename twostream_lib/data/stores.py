@@ -604,13 +604,19 @@ class DecodedCache:
     each, ~280 MB in all) fit in memory, and tower training no longer waits on libjpeg. Arrays equal
     the wrapped store's bit for bit (they are its decoded frames); each DataLoader worker process
     holds its own cache. Not for UCF101 at 256 px (~300 GB decoded).
+
+    ``disk``: a folder where each video's decoded frames are also written (``<disk>/<rgb|flow>/<video>.npy``)
+    and read back by every later process (each notebook's kernel, each training process), so a video is
+    decoded once per data set, not once per process. It belongs to the frames it was decoded from: a
+    store whose frames are rewritten must drop it (the synthetic set is regenerated into a clean folder).
     """
 
-    def __init__(self, store: FrameStore, max_bytes: int = 2 << 30):
+    def __init__(self, store: FrameStore, max_bytes: int = 2 << 30, *, disk: str | Path | None = None):
         if max_bytes <= 0:
             raise ConfigError(f"DecodedCache: max_bytes must be positive, got {max_bytes}")
         self.store = store
         self.max_bytes = int(max_bytes)
+        self.disk = None if disk is None else Path(disk)
         self.nbytes = 0
         self._frames: dict[tuple[str, str], np.ndarray] = {}  # insertion order = recency
 
@@ -625,10 +631,10 @@ class DecodedCache:
     def __getstate__(self) -> dict:
         """Pickled without its frames: a worker process (DataLoader, IDT pool) builds its own cache
         instead of receiving, task after task, copies of everything decoded so far."""
-        return {"store": self.store, "max_bytes": self.max_bytes}
+        return {"store": self.store, "max_bytes": self.max_bytes, "disk": self.disk}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["store"], state["max_bytes"])
+        self.__init__(state["store"], state["max_bytes"], disk=state.get("disk"))
 
     def read_rgb(self, video: str, indices: Sequence[int]) -> np.ndarray:
         return self._read("rgb", video, indices)
@@ -640,13 +646,26 @@ class DecodedCache:
         key = (kind, video)
         frames = self._frames.pop(key, None)
         if frames is None:
-            counts = self.store.counts(video)
-            n = counts.rgb if kind == "rgb" else counts.flow
-            read = self.store.read_rgb if kind == "rgb" else self.store.read_flow
-            frames = read(video, range(n))
+            frames = self._decoded(kind, video)
             self.nbytes += frames.nbytes
             while self._frames and self.nbytes > self.max_bytes:
                 self.nbytes -= self._frames.pop(next(iter(self._frames))).nbytes
         self._frames[key] = frames
         return frames[check_frame_indices(indices, len(frames), "RGB" if kind == "rgb" else "flow", video,
                                           self.store)]
+
+    def _decoded(self, kind: str, video: str) -> np.ndarray:
+        """Every ``kind`` frame of ``video``: from the disk copy when there is a readable one, else decoded
+        from the store (and the disk copy written, atomically)."""
+        path = None if self.disk is None else self.disk / kind / f"{video}.npy"
+        if path is not None and path.is_file():
+            try:
+                return np.load(path, allow_pickle=False)
+            except (OSError, ValueError):  # unreadable: decode again and rewrite it
+                pass
+        counts = self.store.counts(video)
+        read = self.store.read_rgb if kind == "rgb" else self.store.read_flow
+        frames = read(video, range(counts.rgb if kind == "rgb" else counts.flow))
+        if path is not None:
+            atomic_write(path, lambda tmp: np.save(tmp, frames, allow_pickle=False), fsync=False)
+        return frames

@@ -17,7 +17,7 @@ from .cache import MEMO, RUN_FIELDS, run_dir, weights_digest
 from .data import DataBundle, clip_sampling, data_card, data_figure, limit_videos, prepare_data, setup, split_summary
 from .findings import Claim, Finding, accuracy_row, check_claims, format_findings, summary_markdown, write_findings
 from .fusion import Variant, backbone_name, build_fused, run_fusion
-from .registry import OURS, OURS_LATE, TABLES, TableResult, TableSpec, idt_scores, run_table
+from .registry import OURS, OURS_LATE, TABLES, TableResult, TableSpec, idt_scores, run_table, train_run_towers
 from .streams import (Streams, figure1, late_fusion, stream_scores, stream_summary, test_views, train_stream,
                       train_streams, train_towers)
 
@@ -26,6 +26,6 @@ __all__ = [
     "clip_sampling", "run_dir", "weights_digest", "MEMO", "RUN_FIELDS", "Streams", "train_stream",
     "train_streams", "train_towers", "stream_scores", "late_fusion", "stream_summary", "test_views", "figure1", "Variant",
     "backbone_name", "build_fused", "run_fusion", "Claim", "Finding", "check_claims", "format_findings",
-    "accuracy_row", "write_findings", "summary_markdown", "TABLES", "TableSpec", "TableResult", "run_table", "OURS", "OURS_LATE", "idt_scores",
+    "accuracy_row", "write_findings", "summary_markdown", "TABLES", "TableSpec", "TableResult", "run_table", "train_run_towers", "OURS", "OURS_LATE", "idt_scores",
     "load_profile", "ConfigError", "DataError",
 ]

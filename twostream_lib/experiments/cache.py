@@ -53,6 +53,8 @@ def run_dir(cfg: Profile, kind: str, *parts) -> Path:
     a changed demo layer computes anew instead of silently reusing results computed otherwise
     (``settings.json`` beside them says which)."""
     settings = {k: getattr(cfg, k) for k in RUN_FIELDS[kind]}
+    if kind == "heads":  # heads train and test with the towers' thread count wherever they run (fusion.train_heads)
+        settings["head_threads"] = cfg.tower_threads or cfg.threads
     if kind != "idt":
         settings["architectures"] = {bb: architecture_digest(bb) for bb in (cfg.backbone, cfg.deep_backbone)}
     if kind != "idt" and cfg.schedule != "cosine":  # the released tables these runs take their numbers from

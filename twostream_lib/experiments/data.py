@@ -70,9 +70,15 @@ class DataBundle:
     store: object  # data.stores.FrameStore
     card_path: Path | None = None
     info: dict = field(default_factory=dict)
+    _splits: dict = field(default_factory=dict, repr=False, compare=False)  # read once per bundle
 
     def split(self, k: int) -> Split:
         """Split ``k`` restricted to the videos present in the store (smoke runs hold a few)."""
+        if k not in self._splits:
+            self._splits[k] = self._read_split(k)
+        return self._splits[k]
+
+    def _read_split(self, k: int) -> Split:
         split = load_split(self.dataset, self.split_dir, k)
         present = set(self.store.videos())
         train = tuple(v for v in split.train if v.name in present)
@@ -128,8 +134,13 @@ def synthetic_root(cfg: Profile) -> Path:
 
 
 def _open_store(cfg: Profile, root):
+    """The frame store under ``root``; with ``cache_frames`` each video decoded once for all processes
+    (a copy of the decoded frames in ``root/.decoded``)."""
     store = open_store(root)
-    return DecodedCache(store) if cfg.cache_frames else store
+    return DecodedCache(store, disk=Path(root) / DECODED_DIR) if cfg.cache_frames else store
+
+
+DECODED_DIR = ".decoded"  # data.stores.DecodedCache's disk copy, inside the frames it was decoded from
 
 
 def limit_videos(items, cfg: Profile) -> tuple:

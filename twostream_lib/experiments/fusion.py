@@ -12,6 +12,8 @@ import copy
 import hashlib
 import json
 import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +29,12 @@ from twostream_lib.models import LAYERS, TwoStreamNet, trainable_parameters
 from twostream_lib.train import completed_model, train
 
 from .cache import MEMO, run_dir
-from .data import DataBundle, clip_sampling, limit_videos
-from .streams import STREAM_INPUT, Streams, late_fusion, test_views, train_config, train_stream, views_key
+from .data import DataBundle, clip_sampling, configure_process, limit_videos
+from .streams import (STREAM_INPUT, Streams, late_fusion, test_views, train_config, train_stream, training_threads,
+                      views_key)
 
-__all__ = ["Variant", "backbone_name", "fusion_dir", "build_fused", "test_mode", "run_fusion"]
+__all__ = ["Variant", "backbone_name", "fusion_dir", "build_fused", "test_mode", "run_fusion", "train_heads",
+           "scores_path"]
 
 
 @dataclass(frozen=True)
@@ -222,44 +226,160 @@ def run_fusion(cfg: Profile, data: DataBundle, variant: Variant, *, split: int |
     test clips of the models that fuse T samples (default ``cfg.test_clips``; Tables 5-6 use
     ``cfg.final_test_clips``). ``share_layers``: the first layers of the other rows of the same table,
     whose features the same pass of the towers computes (:func:`fusion_features`). The test scores are
-    saved beside the trained head, so a second call (another notebook, a re-run) neither caches
-    features nor trains again.
+    saved beside the trained head, so a second call (another notebook, a re-run, or after
+    :func:`train_heads` trained it in another process) neither caches features nor trains again.
     """
     split = split or cfg.split
     seed = cfg.seeds[0] if seed is None else seed
+    towers = _towers(cfg, data, variant, split)
+    if variant.late:
+        mode = test_mode(variant, cfg)
+        return late_fusion(cfg, data, towers, towers, mode=mode,
+                           clips=(clips or cfg.test_clips) if mode == "strided_flips" else None), None
+    model = build_fused(cfg, variant, towers, towers)
+    path = scores_path(cfg, variant, split, seed, clips)
+    if path.exists():  # trained and tested before (e.g. Table 5's heads, reused by Table 6)
+        return load_scores(path), model
+    return _HeadRun.prepare(cfg, data, variant, towers, model, split, seed, clips, share_layers).finish(), model
+
+
+def scores_path(cfg: Profile, variant: Variant, split: int, seed: int, clips: int | None = None) -> Path:
+    """Where a fusion head's test scores are saved (beside the head; one file per way of testing it)."""
     mode = test_mode(variant, cfg)
     clips = (clips or cfg.test_clips) if mode == "strided_flips" else None
+    return fusion_dir(cfg, variant, split, seed) / f"scores-{mode}{clips or ''}.npz"
+
+
+def _towers(cfg: Profile, data: DataBundle, variant: Variant, split: int) -> Streams:
+    """The trained towers a row fuses (shared by every head seed). Loading them seeds torch's generator
+    (train_stream), so the head built next starts the same whatever ran before it in the process."""
     s_bb, t_bb = backbone_name(cfg, variant.spatial), backbone_name(cfg, variant.temporal_tower)
-    tower_seed = cfg.seeds[0]  # towers are shared by every head seed
-    towers = Streams(f"{s_bb}+{t_bb}", train_stream(cfg, data, "spatial", backbone=s_bb, split=split),
-                     train_stream(cfg, data, "temporal", backbone=t_bb, split=split), split, tower_seed)
-    if variant.late:
-        return late_fusion(cfg, data, towers, towers, mode=mode, clips=clips), None
-    T = variant.clip_length(cfg)
-    model = build_fused(cfg, variant, towers, towers)
-    out = fusion_dir(cfg, variant, split, seed)
-    scores_path = out / f"scores-{mode}{clips or ''}.npz"
-    if scores_path.exists():  # trained and tested before (e.g. Table 5's heads, reused by Table 6)
-        return load_scores(scores_path), model
-    layers = cached_layers(cfg, model.first_layer, tuple(share_layers))
-    # "none": the frozen towers run under every step (no disk for a cache); else the head reads cached maps
-    head, keys = (model, RAW_KEYS) if cfg.feature_cache == "none" else (FeatureHead(model), FEATURE_KEYS)
-    if caches_test_views(cfg):
-        tested, test_keys = FeatureHead(model), FEATURE_KEYS
-        test_set = fusion_features(cfg, data, towers, model, layers, T, split, train=False, mode=mode, clips=clips)
-    else:  # read once, by predict: through the frozen towers (the same model: FeatureHead shares its layers)
-        tested, test_keys = model, RAW_KEYS
-        test_set = fusion_clips(cfg, data, T, split, train=False, mode=mode, clips=clips)
-    tc = train_config(cfg, out, stage="fusion", seed=seed, input_keys=keys)
-    trained = completed_model(out / "checkpoint.pt", tc.epochs)
-    if trained is not None:  # trained before, tested now on other views (Table 5's clips, Table 4's heads)
-        head.load_state_dict(trained)
-    else:
-        train_set = (fusion_clips(cfg, data, T, split, train=True) if cfg.feature_cache == "none" else
-                     fusion_features(cfg, data, towers, model, layers, T, split, train=True))
-        torch.manual_seed(seed)
-        # "plateau" validates on the test views, as the released cnn_train_dag.m (imdb set 2)
-        train(head, train_set, test_set if cfg.schedule == "plateau" else None, tc)
-    scores = predict(tested, test_set, batch_size=cfg.batch_size, device=cfg.device, input_keys=test_keys)
-    save_scores(scores, scores_path)
-    return scores, model
+    return Streams(f"{s_bb}+{t_bb}", train_stream(cfg, data, "spatial", backbone=s_bb, split=split),
+                   train_stream(cfg, data, "temporal", backbone=t_bb, split=split), split, cfg.seeds[0])
+
+
+@dataclass
+class _HeadRun:
+    """One head to train and test: the model, what it reads and where its results go. ``prepare`` builds
+    the inputs (the towers' cached maps) in this process; ``finish`` trains and tests, here or in another
+    process (:func:`train_heads` sends the whole run there)."""
+
+    cfg: Profile
+    head: nn.Module  # what trains: the model on cached maps (FeatureHead), or the model itself ("none")
+    tested: nn.Module  # what predict runs (shares the head's layers)
+    test_keys: tuple
+    test_set: object
+    train_set: object | None  # None: trained before (``trained`` holds its weights)
+    trained: dict | None
+    tc: object  # train.TrainConfig
+    seed: int
+    path: Path  # the scores file
+
+    @classmethod
+    def prepare(cls, cfg: Profile, data: DataBundle, variant: Variant, towers: Streams, model: TwoStreamNet,
+                split: int, seed: int, clips: int | None, share_layers: tuple) -> _HeadRun:
+        path = scores_path(cfg, variant, split, seed, clips)
+        mode = test_mode(variant, cfg)
+        clips = (clips or cfg.test_clips) if mode == "strided_flips" else None
+        T = variant.clip_length(cfg)
+        out = fusion_dir(cfg, variant, split, seed)
+        layers = cached_layers(cfg, model.first_layer, tuple(share_layers))
+        # "none": the frozen towers run under every step (no disk for a cache); else the head reads cached maps
+        head, keys = (model, RAW_KEYS) if cfg.feature_cache == "none" else (FeatureHead(model), FEATURE_KEYS)
+        if caches_test_views(cfg):
+            tested, test_keys = FeatureHead(model), FEATURE_KEYS
+            test_set = fusion_features(cfg, data, towers, model, layers, T, split, train=False, mode=mode, clips=clips)
+        else:  # read once, by predict: through the frozen towers (the same model: FeatureHead shares its layers)
+            tested, test_keys = model, RAW_KEYS
+            test_set = fusion_clips(cfg, data, T, split, train=False, mode=mode, clips=clips)
+        tc = train_config(cfg, out, stage="fusion", seed=seed, input_keys=keys)
+        trained = completed_model(out / "checkpoint.pt", tc.epochs)
+        train_set = None
+        if trained is None:  # else trained before, tested now on other views (Table 5's clips, Table 4's heads)
+            train_set = (fusion_clips(cfg, data, T, split, train=True) if cfg.feature_cache == "none" else
+                         fusion_features(cfg, data, towers, model, layers, T, split, train=True))
+        return cls(cfg, head, tested, test_keys, test_set, train_set, trained, tc, seed, path)
+
+    def finish(self) -> VideoScores:
+        """Train (unless trained before), test, save the scores; returns them. With ``cfg.tower_threads``
+        threads, as the towers, wherever it runs: the numbers do not depend on which process ran it."""
+        with training_threads(self.cfg.tower_threads):
+            if self.trained is not None:
+                self.head.load_state_dict(self.trained)
+            else:
+                torch.manual_seed(self.seed)
+                # "plateau" validates on the test views, as the released cnn_train_dag.m (imdb set 2)
+                train(self.head, self.train_set, self.test_set if self.cfg.schedule == "plateau" else None, self.tc)
+            scores = predict(self.tested, self.test_set, batch_size=self.cfg.batch_size, device=self.cfg.device,
+                             input_keys=self.test_keys)
+        save_scores(scores, self.path)
+        return scores
+
+
+def train_heads(cfg: Profile, data: DataBundle, jobs, *, share_layers: tuple[str, ...] = ()) -> None:
+    """Train and test the fusion heads of ``jobs`` ((variant, split, seed, clips) each) that have no saved
+    scores yet, ``cfg.tower_processes`` + 1 at a time in separate processes, each with ``cfg.tower_threads``
+    threads; :func:`run_fusion` then reads their scores. Only where the towers' maps are cached in
+    memory (the demo): this process computes them (one pass of the towers serves a table's rows, as in
+    :func:`run_fusion`) and sends each head its own. Elsewhere it does nothing and ``run_fusion`` trains
+    the heads one after the other.
+
+    The numbers equal those of one process: a head starts from the same weights (built after its towers
+    are loaded, :func:`_towers`) and trains and tests with ``cfg.tower_threads`` threads wherever it runs
+    (the order of a sum can depend on the number of threads)."""
+    if cfg.tower_processes <= 1 or cfg.feature_cache != "memory":
+        return
+    todo = [(v, split or cfg.split, seed, clips) for v, split, seed, clips in jobs
+            if not v.late and not scores_path(cfg, v, split or cfg.split, seed, clips).exists()]
+    if len(todo) <= 1:
+        return
+    runs = []
+    for v, split, seed, clips in todo:
+        towers = _towers(cfg, data, v, split)
+        model = build_fused(cfg, v, towers, towers)
+        runs.append(_HeadRun.prepare(cfg, data, v, towers, model, split, seed, clips, share_layers))
+    if sum(run.train_set is not None for run in runs) <= 1:  # testing alone is not worth starting processes
+        for run in runs:
+            run.finish()
+        return
+    # the costliest heads first, so that the processes finish together
+    order = sorted(range(len(runs)), key=lambda i: -_head_cost(runs[i]))
+    # one process more than the towers use: when the heads are few and long (Table 4's three 3D conv heads),
+    # the third shares the cores with the first two instead of waiting for one of them (118 s against 131 s
+    # for Table 4 measured back to back); one thread each, so the cores are shared, not oversubscribed
+    with ProcessPoolExecutor(max_workers=min(cfg.tower_processes + 1, len(runs)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        for done in as_completed([pool.submit(_finish_head, runs[i]) for i in order]):
+            done.result()
+
+
+def _head_cost(run: _HeadRun) -> float:
+    """Multiply-adds of one training step of the head's trainable layers, per sample: the order in which
+    :func:`train_heads` hands heads out (3D convolutions first)."""
+    if run.train_set is None:
+        return 0.0
+    sample = run.train_set[0]
+    fa, fb = (torch.as_tensor(sample[k])[None] for k in FEATURE_KEYS)
+    flops = 0
+
+    def count(module, inputs, output):
+        nonlocal flops
+        if isinstance(module, (nn.Conv2d, nn.Conv3d)):
+            flops += output.numel() * module.weight[0].numel()
+        elif isinstance(module, nn.Linear):
+            flops += output.numel() * module.in_features
+
+    hooks = [m.register_forward_hook(count) for m in run.head.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            run.head(fa, fb)
+    finally:
+        for h in hooks:
+            h.remove()
+    return float(flops)
+
+
+def _finish_head(run: _HeadRun) -> None:
+    """One head in a worker process, with the main process's arithmetic settings."""
+    configure_process(run.cfg)
+    run.finish()

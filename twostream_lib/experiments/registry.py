@@ -45,7 +45,7 @@ from .rows import (
 )
 from .streams import train_towers
 
-__all__ = ["TableSpec", "TABLES", "TableResult", "run_table", "parameter_rows", "OURS", "OURS_LATE", "idt_scores"]
+__all__ = ["TableSpec", "TABLES", "TableResult", "run_table", "run_tower_jobs", "train_run_towers", "parameter_rows", "OURS", "OURS_LATE", "idt_scores"]
 
 Rows = Callable[[Profile, DataBundle, "TableSpec", tuple], list]
 
@@ -188,6 +188,27 @@ def tower_jobs(cfg: Profile, spec: TableSpec, splits: tuple) -> list[tuple]:
     seed = cfg.seeds[0]
     return [job for k in splits for s, t in sorted(pairs)
             for job in ((backbone_name(cfg, s), "spatial", k, seed), (backbone_name(cfg, t), "temporal", k, seed))]
+
+
+def run_tower_jobs(cfg: Profile) -> list[tuple]:
+    """Every tower the tables of a run read (Tables 1-4 on ``cfg.split``, Tables 5-6 on
+    ``cfg.final_splits``), as :func:`~.streams.train_towers` jobs, the longest first: handed to
+    ``cfg.tower_processes`` processes in this order, they finish together (the temporal towers train
+    ``epochs_temporal`` passes, the spatial ones ``epochs_stream``)."""
+    jobs = [job for spec in TABLES.values()
+            for job in tower_jobs(cfg, spec, tuple(cfg.final_splits) if spec.rows in (final_rows, idt_rows)
+                                  else (cfg.split,))]
+    passes = {"spatial": cfg.epochs_stream or 0, "temporal": cfg.epochs_temporal or cfg.epochs_stream or 0}
+    deep = {backbone_name(cfg, "deep")}
+    return sorted(dict.fromkeys(jobs), key=lambda j: (-passes[j[1]], j[0] not in deep, j[2]))
+
+
+def train_run_towers(cfg: Profile, data: DataBundle) -> None:
+    """Train every tower of the run up front where towers train side by side (``cfg.tower_processes`` >
+    1, the demo): one pool kept busy until the last tower, instead of a pool per notebook that waits
+    for its longest tower. Elsewhere each table trains its own towers when it runs."""
+    if cfg.tower_processes > 1:
+        train_towers(cfg, data, run_tower_jobs(cfg))
 
 
 def run_table(cfg: Profile, data: DataBundle, table: str, *, splits=None) -> TableResult:

@@ -22,7 +22,7 @@ from twostream_lib.models.backbones import FC_LAYERS
 from .cache import run_dir
 from .data import DataBundle, limit_videos
 from .findings import accuracy_row
-from .fusion import Variant, backbone_name, fusion_dir, run_fusion
+from .fusion import Variant, backbone_name, fusion_dir, run_fusion, train_heads
 from .streams import late_fusion, stream_dir, stream_scores, train_streams
 
 if TYPE_CHECKING:
@@ -96,6 +96,8 @@ def fusion_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, 
     """One row per variant: its heads trained with every seed on every split (late fusion: one run)."""
     rows = []
     layers = tuple(v.layers[0] for v in spec.variants if not v.late and v.clip_length(cfg) == 1)
+    train_heads(cfg, data, [(v, split, seed, None) for v in spec.variants for split in splits for seed in cfg.seeds],
+                share_layers=layers)  # side by side where the profile allows; run_fusion then reads their scores
     for v in spec.variants:
         scores, params = [], None
         for split in splits:
@@ -142,6 +144,7 @@ def final_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, *
     """Table 5: the proposed architecture (Sec. 3.4) vs late fusion of the same towers, per split,
     tested with the final protocol (Sec. 4.6); mean over the splits."""
     rows = []
+    train_heads(cfg, data, [(OURS, k, seed, cfg.final_test_clips) for k in splits for seed in final_seeds(cfg, OURS, splits)])
     for v in (OURS_LATE, OURS):
         # one head per split (their spread enters the standard error); on one split, every seed's
         runs[v.key] = [run_fusion(cfg, data, v, split=k, seed=seed, clips=cfg.final_test_clips)[0]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from twostream_lib.config import Profile
 from twostream_lib.data.sampling import TwoStreamClips, TwoStreamViews
 from twostream_lib.determinism import set_threads
 from twostream_lib.errors import ConfigError
-from twostream_lib.evaluate import VideoScores, accuracy, late_fuse, predict
+from twostream_lib.evaluate import VideoScores, accuracy, late_fuse, load_scores, predict, save_scores
 from twostream_lib.models import DenseColour, FrameAverage, WithAppearance, build_backbone
 from twostream_lib.paper import released_schedule
 from twostream_lib.train import TrainConfig, train
@@ -146,7 +148,7 @@ def _train_tower_job(cfg: Profile, job: tuple) -> None:
 
 
 @contextlib.contextmanager
-def _threads(n: int | None):
+def training_threads(n: int | None):
     """Run with ``n`` torch threads (None: unchanged), then restore the previous count."""
     before = torch.get_num_threads()
     if n:
@@ -187,7 +189,7 @@ def train_stream(cfg: Profile, data: DataBundle, stream: str, *, backbone: str |
     crop = cfg.temporal_crop if stream == "temporal" and cfg.temporal_crop else cfg.stream_crop
     clips = TwoStreamClips(data.store, limit_videos(s.train, cfg),
                            clip_sampling(cfg, T=1, train=True, crop=crop), train=True, seed=seed)
-    with _threads(cfg.tower_threads):
+    with training_threads(cfg.tower_threads):
         if stream == "spatial" and cfg.appearance_pretrain_epochs and not weights:
             pretrain_appearance(net, clips, cfg, seed=seed, out=out / "appearance_pretraining")
         trained = model
@@ -262,13 +264,29 @@ def views_key(cfg: Profile, split: int, mode: str, clips: int | None) -> tuple:
 
 def stream_scores(cfg: Profile, data: DataBundle, streams: Streams, stream: str, *,
                   mode: str | None = None, clips: int | None = None) -> VideoScores:
-    """Video-level scores of one trained stream on the test views (pre-softmax, averaged over views)."""
+    """Video-level scores of one trained stream on the test views (pre-softmax, averaged over views).
+
+    Saved in the towers' run folder under the digest of the tower's weights and of the views, so the
+    notebooks that read the same tower's scores (Figure 1, Tables 1, 3 and 4) test it once."""
     mode = mode or cfg.test_mode
     key = ("stream-scores", streams.digest(stream), *views_key(cfg, streams.split, mode, clips))
-    return MEMO.get(key, lambda: predict(FrameAverage(streams.tower(stream)),
-                                         test_views(cfg, data, streams.split, mode=mode, clips=clips),
-                                         batch_size=cfg.batch_size, device=cfg.device,
-                                         input_keys=(STREAM_INPUT[stream],)))
+    return MEMO.get(key, lambda: _saved_scores(
+        run_dir(cfg, "towers", f"split{streams.split}", "scores", _digest(key) + ".npz"),
+        lambda: predict(FrameAverage(streams.tower(stream)), test_views(cfg, data, streams.split, mode=mode, clips=clips),
+                        batch_size=cfg.batch_size, device=cfg.device, input_keys=(STREAM_INPUT[stream],))))
+
+
+def _digest(key: tuple) -> str:
+    return hashlib.sha1(json.dumps(key, default=str).encode()).hexdigest()[:16]
+
+
+def _saved_scores(path: Path, compute) -> VideoScores:
+    """The scores saved at ``path``, or ``compute()`` saved there."""
+    if path.exists():
+        return load_scores(path)
+    scores = compute()
+    save_scores(scores, path)
+    return scores
 
 
 def late_fusion(cfg: Profile, data: DataBundle, spatial: Streams, temporal: Streams, *,
