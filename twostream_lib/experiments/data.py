@@ -133,14 +133,15 @@ def synthetic_root(cfg: Profile) -> Path:
     return cfg.data_dir / "synthetic" / name
 
 
+DECODED_DIR = ".decoded"  # data.stores.DecodedCache's disk copy, inside the frames it was decoded from
+
+
 def _open_store(cfg: Profile, root):
     """The frame store under ``root``; with ``cache_frames`` each video decoded once for all processes
     (a copy of the decoded frames in ``root/.decoded``)."""
     store = open_store(root)
     return DecodedCache(store, disk=Path(root) / DECODED_DIR) if cfg.cache_frames else store
 
-
-DECODED_DIR = ".decoded"  # data.stores.DecodedCache's disk copy, inside the frames it was decoded from
 
 
 def limit_videos(items, cfg: Profile) -> tuple:

@@ -24,14 +24,28 @@ from torch import nn
 from twostream_lib.config import Profile
 from twostream_lib.data.sampling import TwoStreamClips
 from twostream_lib.evaluate import VideoScores, load_scores, predict, save_scores
-from twostream_lib.features import FEATURE_KEYS, FeatureHead, FeatureSet, cache_fusion_inputs
+from twostream_lib.features import (
+    FEATURE_KEYS,
+    FeatureHead,
+    FeatureSet,
+    cache_fusion_inputs,
+)
 from twostream_lib.models import LAYERS, TwoStreamNet, trainable_parameters
+from twostream_lib.plan import head_cost
 from twostream_lib.train import completed_model, train
 
 from .cache import MEMO, run_dir
 from .data import DataBundle, clip_sampling, configure_process, limit_videos
-from .streams import (STREAM_INPUT, Streams, late_fusion, test_views, train_config, train_stream, training_threads,
-                      views_key)
+from .streams import (
+    STREAM_INPUT,
+    Streams,
+    late_fusion,
+    test_views,
+    train_config,
+    train_stream,
+    training_threads,
+    views_key,
+)
 
 __all__ = ["Variant", "backbone_name", "fusion_dir", "build_fused", "test_mode", "run_fusion", "train_heads",
            "scores_path"]
@@ -333,17 +347,19 @@ def train_heads(cfg: Profile, data: DataBundle, jobs, *, share_layers: tuple[str
             if not v.late and not scores_path(cfg, v, split or cfg.split, seed, clips).exists()]
     if len(todo) <= 1:
         return
-    runs = []
+    runs, costs = [], []
     for v, split, seed, clips in todo:
         towers = _towers(cfg, data, v, split)
         model = build_fused(cfg, v, towers, towers)
         runs.append(_HeadRun.prepare(cfg, data, v, towers, model, split, seed, clips, share_layers))
+        costs.append(0.0 if runs[-1].train_set is None else
+                     head_cost(cfg, v, len(data.split(split).classes), v.clip_length(cfg), (cfg.crop, cfg.crop))[0])
     if sum(run.train_set is not None for run in runs) <= 1:  # testing alone is not worth starting processes
         for run in runs:
             run.finish()
         return
-    # the costliest heads first, so that the processes finish together
-    order = sorted(range(len(runs)), key=lambda i: -_head_cost(runs[i]))
+    # the costliest heads first (their FLOPs, as the plan counts them), so that the processes finish together
+    order = sorted(range(len(runs)), key=lambda i: -costs[i])
     # one process more than the towers use: when the heads are few and long (Table 4's three 3D conv heads),
     # the third shares the cores with the first two instead of waiting for one of them (118 s against 131 s
     # for Table 4 measured back to back); one thread each, so the cores are shared, not oversubscribed
@@ -351,32 +367,6 @@ def train_heads(cfg: Profile, data: DataBundle, jobs, *, share_layers: tuple[str
                              mp_context=multiprocessing.get_context("spawn")) as pool:
         for done in as_completed([pool.submit(_finish_head, runs[i]) for i in order]):
             done.result()
-
-
-def _head_cost(run: _HeadRun) -> float:
-    """Multiply-adds of one training step of the head's trainable layers, per sample: the order in which
-    :func:`train_heads` hands heads out (3D convolutions first)."""
-    if run.train_set is None:
-        return 0.0
-    sample = run.train_set[0]
-    fa, fb = (torch.as_tensor(sample[k])[None] for k in FEATURE_KEYS)
-    flops = 0
-
-    def count(module, inputs, output):
-        nonlocal flops
-        if isinstance(module, (nn.Conv2d, nn.Conv3d)):
-            flops += output.numel() * module.weight[0].numel()
-        elif isinstance(module, nn.Linear):
-            flops += output.numel() * module.in_features
-
-    hooks = [m.register_forward_hook(count) for m in run.head.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear))]
-    try:
-        with torch.no_grad():
-            run.head(fa, fb)
-    finally:
-        for h in hooks:
-            h.remove()
-    return float(flops)
 
 
 def _finish_head(run: _HeadRun) -> None:
