@@ -30,7 +30,7 @@ from twostream_lib.files import atomic_write
 from twostream_lib.models.backbones import architecture_digest
 from twostream_lib.paper import RELEASED_SCHEDULES, released_schedule
 
-__all__ = ["RUN_FIELDS", "run_dir", "weights_digest", "Memo", "MEMO", "save_state"]
+__all__ = ["RUN_FIELDS", "run_dir", "key_digest", "weights_digest", "Memo", "MEMO", "save_state"]
 
 #: Profile fields that change what is computed, per kind of cached run: a run is keyed by their values, so
 #: changing e.g. a fusion head's epochs retrains the heads but reuses the towers.
@@ -69,6 +69,11 @@ def run_dir(cfg: Profile, kind: str, *parts) -> Path:
     if not (root / "settings.json").exists():
         atomic_write(root / "settings.json", json.dumps(settings, indent=2, sort_keys=True, default=list) + "\n")
     return root / Path(*[str(p) for p in parts])
+
+
+def key_digest(key, length: int = 12) -> str:
+    """A short SHA-1 of a JSON-able key: the file or folder name of something cached under that key."""
+    return hashlib.sha1(json.dumps(key, default=str).encode()).hexdigest()[:length]
 
 
 def weights_digest(module: nn.Module) -> str:

@@ -9,8 +9,6 @@ their outputs there are computed once per (clip, augmentation) and cached
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -34,7 +32,7 @@ from twostream_lib.models import LAYERS, TwoStreamNet, trainable_parameters
 from twostream_lib.plan import head_cost
 from twostream_lib.train import completed_model, train
 
-from .cache import MEMO, run_dir
+from .cache import MEMO, key_digest, run_dir
 from .data import DataBundle, clip_sampling, configure_process, limit_videos
 from .streams import (
     STREAM_INPUT,
@@ -196,8 +194,7 @@ def cached_layers(cfg: Profile, first_layer: str, share_layers: tuple = ()) -> t
 def features_dir(cfg: Profile, split: int, key: tuple) -> Path:
     """The folder of one on-disk feature cache (``feature_cache="disk"``), named by the digest of what
     defines it (towers' weights, sampling, passes, layer), beside the heads that read it."""
-    digest = hashlib.sha1(json.dumps(key, default=str).encode()).hexdigest()[:12]
-    return run_dir(cfg, "heads", f"split{split}", "features", f"{key[0]}-{key[-1]}-{digest}")
+    return run_dir(cfg, "heads", f"split{split}", "features", f"{key[0]}-{key[-1]}-{key_digest(key)}")
 
 
 def fusion_features(cfg: Profile, data: DataBundle, towers: Streams, model: TwoStreamNet, layers: tuple, T: int,

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -30,7 +28,7 @@ from twostream_lib.models import DenseColour, FrameAverage, WithAppearance, buil
 from twostream_lib.paper import released_schedule
 from twostream_lib.train import TrainConfig, train
 
-from .cache import MEMO, run_dir, save_state, weights_digest
+from .cache import MEMO, key_digest, run_dir, save_state, weights_digest
 from .data import DataBundle, clip_sampling, configure_process, limit_videos, prepare_data
 
 __all__ = ["Streams", "STREAM_INPUT", "stream_dir", "train_towers", "train_stream", "train_streams", "stream_scores", "late_fusion",
@@ -271,13 +269,9 @@ def stream_scores(cfg: Profile, data: DataBundle, streams: Streams, stream: str,
     mode = mode or cfg.test_mode
     key = ("stream-scores", streams.digest(stream), *views_key(cfg, streams.split, mode, clips))
     return MEMO.get(key, lambda: _saved_scores(
-        run_dir(cfg, "towers", f"split{streams.split}", "scores", _digest(key) + ".npz"),
+        run_dir(cfg, "towers", f"split{streams.split}", "scores", key_digest(key, 16) + ".npz"),
         lambda: predict(FrameAverage(streams.tower(stream)), test_views(cfg, data, streams.split, mode=mode, clips=clips),
                         batch_size=cfg.batch_size, device=cfg.device, input_keys=(STREAM_INPUT[stream],))))
-
-
-def _digest(key: tuple) -> str:
-    return hashlib.sha1(json.dumps(key, default=str).encode()).hexdigest()[:16]
 
 
 def _saved_scores(path: Path, compute) -> VideoScores:
