@@ -141,6 +141,8 @@ def test_train_learns_and_writes_config_metrics_checkpoint(tmp_path):
     assert ckpt["epoch"] == 4 and len(ckpt["history"]) == 4 and ckpt["config"]["batch_size"] == 8
     assert states_equal(ckpt["model"], model.state_dict())
     assert not list(tmp_path.glob("*.tmp"))
+    # a finished run keeps its last, verified checkpoint and not the fallback before it
+    assert sorted(p.name for p in tmp_path.glob("checkpoint*")) == ["checkpoint.pt", "checkpoint.pt.sha256"]
 
 
 def test_one_step_equals_sgd_with_momentum_and_weight_decay_on_the_batch_mean():
@@ -441,8 +443,9 @@ def test_cli_trains_both_streams_then_conv_fusion_of_them_where_the_notebooks_fi
     assert json.loads((out / "config.json").read_text())["train"]["seed"] == 1
     scores = load_scores(out / f"scores-{cfg.test_mode}.npz")
     assert scores.views.tolist() == [2, 2, 2]
-    spatial = torch.load(ex.streams.stream_dir(cfg, "demo_shallow", "spatial", 1, 0) / "final.pt",
-                         weights_only=True)
+    tower = ex.streams.stream_dir(cfg, "demo_shallow", "spatial", 1, 0)
+    assert not list(tower.rglob("checkpoint*"))  # a tower keeps final.pt only
+    spatial = torch.load(tower / "final.pt", weights_only=True)
     fused = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
     below = [k for k in spatial if k.startswith("net.stages.relu")]
     above = [k for k in spatial if k.startswith("net.stages.fc6") and k.endswith("weight")]

@@ -111,12 +111,6 @@ def head_cost(cfg: Profile, variant, num_classes: int, T: int, size: tuple[int, 
     return flops, act, sum(p.numel() for p in model.parameters()), trainable
 
 
-def checkpoints(tc) -> int:
-    """Checkpoint files a training leaves (train.py): ``checkpoint.pt``, and ``checkpoint.prev.pt`` once a
-    second checkpoint was written (every ``checkpoint_every`` epochs and after the last)."""
-    return 1 if tc.epochs <= 1 else 2
-
-
 # ---- the plan ---------------------------------------------------------------------------------------
 
 @dataclass
@@ -131,7 +125,7 @@ class NotebookPlan:
     test_samples: int = 0  # test views x samples per view through towers and heads
     cache_bytes: int = 0  # the feature caches it reads: memory-mapped shards on disk (features.py)
     new_feature_cache_bytes: int = 0  # of those, the feature caches first written here (what its run adds)
-    checkpoint_bytes: int = 0  # what it writes: final.pt, checkpoint.pt and checkpoint.prev.pt
+    checkpoint_bytes: int = 0  # what its trainings leave: a tower's final.pt, a head's last checkpoint.pt
     data_bytes: int = 0  # frames + flow of the videos it reads
     disk_bytes: int = 0  # caches + checkpoints on the results disk once it has run (with those before it)
     ram_bytes: int = 0  # peak host RAM
@@ -318,7 +312,7 @@ class _Planner:
         nb.tflop += BACKWARD * flops * tc.epochs * n / 1e12
         if cfg.schedule == "plateau":  # validated on the test views once per released "epoch"
             nb.tflop += tc.epochs // tc.val_every * self._test_flops(bb, stream, k, cfg.test_mode, None) / 1e12
-        nb.checkpoint_bytes += 4 * params * (1 + 2 * checkpoints(tc))  # final.pt; checkpoint(s) with SGD momentum
+        nb.checkpoint_bytes += 4 * params  # final.pt (its checkpoints are removed once it is written)
         self.feed(nb, BACKWARD * flops, 1, cfg.tau)
         self.memory(nb, f"{stream} tower {bb}", batch=tc.batch_size * self.clip_bytes(1, (cfg.crop,) * 2), params=params,
                     trainable=params, acts=2 * act * tc.batch_size, processes=cfg.tower_processes,
@@ -437,7 +431,7 @@ class _Planner:
                 towers = (tower_cost(s_bb, 3, crop, self.K, v.layers[0])[0] +
                           tower_cost(t_bb, 2 * cfg.L, crop, self.K, v.layers[0])[0])
                 nb.tflop += towers * T * tc.epochs * n / 1e12
-            nb.checkpoint_bytes += checkpoints(tc) * 4 * (params + trainable)  # the model, the momentum of what trains
+            nb.checkpoint_bytes += 4 * (params + trainable)  # checkpoint.pt: the model, the momentum of what trains
             feat = T * self.item * sum(math.prod(map_shapes(b, cfg.crop)[v.layers[0]]) for b in (s_bb, t_bb))
             self.memory(nb, f"{v.key} head", batch=tc.batch_size * feat, params=params, trainable=trainable,
                         acts=2 * act * tc.batch_size)
@@ -542,8 +536,8 @@ def make_plan(cfg: Profile, listing: Listing | None = None, *, tflops: float = T
         f"frames, test_crop {cfg.test_crop!r}) are cached "
         + ("too" if caches_test_views(cfg) else "not at all: predict reads each once, through the towers "
            "(experiments.fusion.caches_test_views)") + "; both towers' maps at the fusion layer (Backbone.feature_shapes)",
-        "checkpoints (train.py): final.pt of a tower; checkpoint.pt and checkpoint.prev.pt hold the model and the "
-        "SGD momentum of what trains, float32",
+        "checkpoints (train.py): a tower's final.pt (the model); a head's last checkpoint.pt (the model and the "
+        "SGD momentum of what trains), float32; a training's previous checkpoint is removed when it ends",
         f"data disk: {listing.source}" + ("" if all(v.disk_bytes is not None for v in listing.videos) else
                                           f"; estimated at {planner.jpeg_bytes:.0f} bytes per JPEG at 341x256 "
                                           "(results/benchmarks/loading.json: jpeg_bytes / jpeg_files), scaled by pixel "
