@@ -11,7 +11,9 @@ only take effect before torch loads):
 * ``native``: nothing pinned (each library picks its fastest code for this CPU).
 
 The workload: SGD steps of the two demo towers (spatial RGB and temporal flow, batch 32, 48 x 48) and
-of the demo's 3D conv fusion head (the most expensive head, Table 4), 2 threads.
+of the demo's 3D conv fusion head (the most expensive head, Table 4), 2 threads; the head twice: as the
+fusion layer computes it (pinned: one GEMM, ``models.temporal.conv3d_as_gemm``) and through
+``nn.Conv3d`` (pinned: PyTorch's ``slow_conv3d``).
 
     python benchmarks/bench_arithmetic.py            # ~1 minute
     python benchmarks/bench_arithmetic.py --steps 5  # a quick look
@@ -68,7 +70,11 @@ def _worker(setting: str, steps: int) -> dict:
     fusion = Conv3dFusion(32, init="centre")
     work["3D conv fusion head (T=5, 6x6)"] = (lambda a, b: fusion(a, b),
                                               lambda: (torch.randn(32, 32, 5, 6, 6), torch.randn(32, 32, 5, 6, 6)))
-    params = {"3D conv fusion head (T=5, 6x6)": list(fusion.parameters())}
+    # the same layer through nn.Conv3d whatever the setting: pinned, that is slow_conv3d, which the fusion
+    # layer replaces by one GEMM (models.temporal.conv3d_as_gemm)
+    work["3D conv fusion head via nn.Conv3d"] = (lambda a, b: fusion.conv(torch.cat([a, b], 1)),
+                                                  work["3D conv fusion head (T=5, 6x6)"][1])
+    params = {k: list(fusion.parameters()) for k in work if k.startswith("3D conv")}
     for name, (model, batch) in work.items():
         ps = params.get(name) or list(model.parameters())
         opt = torch.optim.SGD(ps, lr=0.01, momentum=0.9)

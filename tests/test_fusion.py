@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 from twostream_lib.errors import ConfigError
 from twostream_lib.models.fusion import CONV_INITS, FUSION_METHODS, build_fusion, pad_to_match, stack_channels
-from twostream_lib.models.temporal import (Conv3dFusion, MaxPool3d, build_pool3d, from_5d, gaussian_kernel3d,
-                                           max_pool3d_by_slices, to_5d)
+from twostream_lib.models.temporal import (Conv3dFusion, MaxPool3d, build_pool3d, conv3d_as_gemm, from_5d,
+                                           gaussian_kernel3d, max_pool3d_by_slices, to_5d)
 
 torch.set_num_threads(1)
 
@@ -183,6 +183,44 @@ def test_conv3d_fusion_shapes_random_init_and_errors():
     assert Conv3dFusion(2, pair=(1.0, 0.0)).conv.weight[0, 2].abs().sum() == 0  # pair override
     with pytest.raises(ConfigError, match="'identity'"):
         Conv3dFusion(2, init="identity")
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_conv3d_as_one_gemm_equals_conv3d_forward_and_backward(k):
+    """The pinned CPU path of 3D conv fusion (channels-last columns, one matrix product over the batch)
+    computes F.conv3d with padding k // 2: outputs and the gradients of input, filters and bias."""
+    g = torch.Generator().manual_seed(k)
+    x = torch.randn(2, 6, 5, 7, 6, generator=g, requires_grad=True)
+    w = torch.randn(4, 6, k, k, k, generator=g, requires_grad=True)
+    b = torch.randn(4, generator=g, requires_grad=True)
+    ours, ref = conv3d_as_gemm(x, w, b), F.conv3d(x, w, b, padding=k // 2)
+    assert ours.shape == ref.shape == (2, 4, 5, 7, 6)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    up = torch.randn(ref.shape, generator=g)
+    for a, r in zip(torch.autograd.grad(ours, (x, w, b), up), torch.autograd.grad(ref, (x, w, b), up)):
+        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(conv3d_as_gemm(x, w, None), F.conv3d(x, w, None, padding=k // 2), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ConfigError, match=r"odd cubic kernel, got \(2, 2, 2\)"):
+        conv3d_as_gemm(x, torch.zeros(4, 6, 2, 2, 2), None)
+
+
+def test_conv3d_fusion_runs_one_gemm_where_onednn_is_off(monkeypatch):
+    """With oneDNN off (the demo's pinned arithmetic) and inputs that need no gradient (the frozen towers'
+    maps) the layer takes the GEMM path, whose output is laid out channels-last; otherwise nn.Conv3d. All
+    compute the same fusion."""
+    g = torch.Generator().manual_seed(0)
+    xa, xb = torch.randn(3, 8, 5, 6, 6, generator=g), torch.randn(3, 8, 5, 6, 6, generator=g)
+    f = Conv3dFusion(8, init="gaussian")
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    pinned = f(xa, xb)
+    assert pinned.is_contiguous(memory_format=torch.channels_last_3d) and not pinned.is_contiguous()
+    with_grad = f(xa.requires_grad_(), xb)
+    assert with_grad.is_contiguous()
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", True)
+    native = f(xa.detach(), xb)
+    assert native.is_contiguous()
+    torch.testing.assert_close(pinned, native, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(with_grad, native, rtol=1e-4, atol=1e-4)
 
 
 def test_conv3d_init_output_scale_paper_text_is_about_40x_the_released():

@@ -108,3 +108,27 @@ def test_a_demo_tower_trained_a_few_steps_is_the_same_everywhere(golden_set, bac
     train(FrameAverage(net), clips, None, TrainConfig(lr=0.01, epochs=2, batch_size=8, seed=0, progress=False,
                                                        lr_schedule="cosine", input_keys=(key,)))
     _check(f"tower/{backbone}/{stream}", weights_digest(net))
+
+
+def test_a_3d_conv_fusion_head_trained_a_few_steps_is_the_same_everywhere():
+    """Tables 4-6's 3D conv fusion on its pinned path (the batch's columns times the filters in one MKL
+    GEMM, models.temporal.conv3d_as_gemm), then 3D max pooling and a classifier: a few SGD steps."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    from twostream_lib.models import Conv3dFusion
+
+    assert not check_pinned(), check_pinned()
+    set_threads(2)
+    g = torch.Generator().manual_seed(0)
+    xa, xb = (torch.relu(torch.randn(16, 32, 5, 6, 6, generator=g)) for _ in range(2))
+    labels = torch.randint(0, 14, (16,), generator=g)
+    torch.manual_seed(0)
+    head = nn.ModuleDict({"fusion": Conv3dFusion(32, init="gaussian"), "fc": nn.Linear(32 * 2 * 3 * 3, 14)})
+    opt = torch.optim.SGD(head.parameters(), lr=0.01, momentum=0.9)
+    for _ in range(5):
+        opt.zero_grad()
+        pooled = F.max_pool3d(head["fusion"](xa, xb), 3, 2, ceil_mode=True)  # [16, 32, 2, 3, 3]
+        F.cross_entropy(head["fc"](pooled.flatten(1)), labels).backward()
+        opt.step()
+    _check("head/conv3d_pool3d", weights_digest(head))

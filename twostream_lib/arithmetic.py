@@ -22,7 +22,9 @@ variable                      value                  what it pins
 
 and :func:`use_pinned_kernels` routes convolutions through MKL's GEMM (im2col) instead of oneDNN,
 whose results are promised only on identical hardware (its blocking follows the cache sizes). That
-costs time, most for the demo's 3D conv fusion head (its im2col over three dimensions is a slow copy):
+costs time, most for the demo's 3D conv fusion head: PyTorch's ``slow_conv3d`` does an im2col per
+sample, a slow copy, so there the fusion layer gathers the columns of the whole batch itself and calls
+MKL's GEMM once (:func:`~twostream_lib.models.temporal.conv3d_as_gemm`).
 ``benchmarks/bench_arithmetic.py`` measures the demo's training steps pinned, with oneDNN limited to
 AVX2 and unpinned, and records them in ``results/benchmarks/arithmetic.json``.
 

@@ -57,6 +57,7 @@ __all__ = [
     "build_pool3d",
     "gaussian_kernel3d",
     "Conv3dFusion",
+    "conv3d_as_gemm",
 ]
 
 TEMPORAL_FUSIONS = ("none", "pool2d", "pool3d", "conv3d_pool3d")
@@ -200,4 +201,35 @@ class Conv3dFusion(nn.Module):
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, xa: Tensor, xb: Tensor) -> Tensor:
-        return self.conv(stack_channels(*pad_to_match(xa, xb), self.order))
+        x = stack_channels(*pad_to_match(xa, xb), self.order)
+        # the pinned CPU arithmetic, below frozen towers (the paper's fine-tuning: Sec. 3.5), where it is faster
+        if x.device.type == "cpu" and not torch.backends.mkldnn.enabled and not x.requires_grad:
+            return conv3d_as_gemm(x, self.conv.weight, self.conv.bias)
+        return self.conv(x)
+
+
+def conv3d_as_gemm(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``F.conv3d(x, weight, bias, padding=k // 2)`` (stride 1, cubic kernel) as one matrix product over
+    the whole batch: channels-last columns [B T H W, k^3 C] times the filter bank [k^3 C, D].
+
+    Why: with oneDNN off (the pinned arithmetic, :mod:`twostream_lib.arithmetic`) ``nn.Conv3d`` runs
+    PyTorch's ``slow_conv3d``, a per-sample im2col whose copies dominate on the demo's small maps
+    (64 channels, 5 x 6 x 6); gathering the 27 shifted channels-last views and calling MKL's GEMM once
+    makes a training step of the layer about 2x faster on one thread (``benchmarks/bench_arithmetic.py``
+    times it on two) when its input needs no gradient, as below the frozen towers of every fusion head.
+    When it does, the backward through the 27 overlapping views is slower than ``slow_conv3d``'s, so
+    :class:`Conv3dFusion` only takes this path for inputs without gradient. The product is
+    MKL's, so it is as reproducible across CPUs as every other pinned convolution. The sum runs in
+    another order than ``slow_conv3d``'s: equal to float rounding (``tests/test_fusion.py``), not bit
+    for bit. The result is returned in channels-last order ([B, D, T, H, W] strides of
+    ``torch.channels_last_3d``), which the 3D pooling after it reads as is."""
+    k = weight.shape[-1]
+    if weight.shape[-3:] != (k, k, k) or k % 2 == 0:
+        raise ConfigError(f"conv3d_as_gemm needs an odd cubic kernel, got {tuple(weight.shape[-3:])}")
+    p, (b, c, t, h, w) = k // 2, x.shape
+    padded = F.pad(x.permute(0, 2, 3, 4, 1), (0, 0, p, p, p, p, p, p))  # [B, T+2p, H+2p, W+2p, C]
+    columns = torch.stack([padded[:, dt:dt + t, dy:dy + h, dx:dx + w] for dt in range(k) for dy in range(k)
+                           for dx in range(k)], dim=-2).reshape(b * t * h * w, k ** 3 * c)
+    filters = weight.permute(0, 2, 3, 4, 1).reshape(weight.shape[0], k ** 3 * c)  # taps in the same order
+    y = columns @ filters.t() if bias is None else torch.addmm(bias, columns, filters.t())
+    return y.reshape(b, t, h, w, -1).permute(0, 4, 1, 2, 3)
