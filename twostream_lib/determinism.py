@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from typing import Any
 
 import numpy as np
@@ -51,10 +52,24 @@ def seed_everything(seed: int) -> None:
 
 
 def _use_deterministic_algorithms(enabled: bool, warn_only: bool) -> None:
-    # the first call of torch.use_deterministic_algorithms imports torch._inductor (1-3 s): skip no-ops
+    """``torch.use_deterministic_algorithms`` without its import of ``torch._inductor``.
+
+    The public call first sets ``torch._inductor.config.deterministic``, and importing that package
+    imports TorchDynamo: 2.8 s of a process's start here, paid by every notebook kernel and every
+    tower, head and data worker of a run, none of which compiles anything. The flag the kernels read
+    is the one ``torch._C._set_deterministic_algorithms`` sets; inductor's is set as well where
+    something already imported it (a user's ``torch.compile``)."""
     current = torch.are_deterministic_algorithms_enabled()
-    if current != enabled or (enabled and torch.is_deterministic_algorithms_warn_only_enabled() != warn_only):
+    if current == enabled and (not enabled or torch.is_deterministic_algorithms_warn_only_enabled() == warn_only):
+        return
+    inductor = sys.modules.get("torch._inductor.config")
+    set_flag = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if set_flag is None:  # another torch: the public call
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        return
+    if inductor is not None:
+        inductor.deterministic = enabled
+    set_flag(enabled, warn_only=warn_only)
 
 
 class deterministic:  # noqa: N801 - used like a function: ``deterministic(True)`` or ``with deterministic():``
