@@ -215,8 +215,9 @@ def conv3d_as_gemm(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     Why: with oneDNN off (the pinned arithmetic, :mod:`twostream_lib.arithmetic`) ``nn.Conv3d`` runs
     PyTorch's ``slow_conv3d``, a per-sample im2col whose copies dominate on the demo's small maps
     (64 channels, 5 x 6 x 6); gathering the 27 shifted channels-last views and calling MKL's GEMM once
-    makes a training step of the layer about 2x faster on one thread (``benchmarks/bench_arithmetic.py``
-    times it on two) when its input needs no gradient, as below the frozen towers of every fusion head.
+    makes a training step of the layer faster (``benchmarks/bench_arithmetic.py`` times both on the one
+    thread a demo head trains with) when its input needs no gradient, as below the frozen towers of
+    every fusion head.
     When it does, the backward through the 27 overlapping views is slower than ``slow_conv3d``'s, so
     :class:`Conv3dFusion` only takes this path for inputs without gradient. The product is
     MKL's, so it is as reproducible across CPUs as every other pinned convolution. The sum runs in
