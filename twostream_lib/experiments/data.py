@@ -143,7 +143,6 @@ def _open_store(cfg: Profile, root):
     return DecodedCache(store, disk=Path(root) / DECODED_DIR) if cfg.cache_frames else store
 
 
-
 def limit_videos(items, cfg: Profile) -> tuple:
     """At most ``cfg.max_videos`` items, evenly spaced over the list (so over the classes: smoke runs)."""
     if not cfg.max_videos or len(items) <= cfg.max_videos:

@@ -22,28 +22,15 @@ from torch import nn
 from twostream_lib.config import Profile
 from twostream_lib.data.sampling import TwoStreamClips
 from twostream_lib.evaluate import VideoScores, load_scores, predict, save_scores
-from twostream_lib.features import (
-    FEATURE_KEYS,
-    FeatureHead,
-    FeatureSet,
-    cache_fusion_inputs,
-)
+from twostream_lib.features import FEATURE_KEYS, FeatureHead, FeatureSet, cache_fusion_inputs
 from twostream_lib.models import LAYERS, TwoStreamNet, trainable_parameters
 from twostream_lib.plan import head_cost
 from twostream_lib.train import completed_model, train
 
 from .cache import MEMO, key_digest, run_dir
 from .data import DataBundle, clip_sampling, configure_process, limit_videos
-from .streams import (
-    STREAM_INPUT,
-    Streams,
-    late_fusion,
-    test_views,
-    train_config,
-    train_stream,
-    training_threads,
-    views_key,
-)
+from .streams import (STREAM_INPUT, Streams, late_fusion, test_views, train_config, train_stream, training_threads,
+                      views_key)
 
 __all__ = ["Variant", "backbone_name", "fusion_dir", "build_fused", "test_mode", "run_fusion", "train_heads",
            "scores_path"]
@@ -244,9 +231,8 @@ def run_fusion(cfg: Profile, data: DataBundle, variant: Variant, *, split: int |
     seed = cfg.seeds[0] if seed is None else seed
     towers = _towers(cfg, data, variant, split)
     if variant.late:
-        mode = test_mode(variant, cfg)
-        return late_fusion(cfg, data, towers, towers, mode=mode,
-                           clips=(clips or cfg.test_clips) if mode == "strided_flips" else None), None
+        mode, clips = _test_views(cfg, variant, clips)
+        return late_fusion(cfg, data, towers, towers, mode=mode, clips=clips), None
     model = build_fused(cfg, variant, towers, towers)
     path = scores_path(cfg, variant, split, seed, clips)
     if path.exists():  # trained and tested before (e.g. Table 5's heads, reused by Table 6)
@@ -256,9 +242,15 @@ def run_fusion(cfg: Profile, data: DataBundle, variant: Variant, *, split: int |
 
 def scores_path(cfg: Profile, variant: Variant, split: int, seed: int, clips: int | None = None) -> Path:
     """Where a fusion head's test scores are saved (beside the head; one file per way of testing it)."""
-    mode = test_mode(variant, cfg)
-    clips = (clips or cfg.test_clips) if mode == "strided_flips" else None
+    mode, clips = _test_views(cfg, variant, clips)
     return fusion_dir(cfg, variant, split, seed) / f"scores-{mode}{clips or ''}.npz"
+
+
+def _test_views(cfg: Profile, variant: Variant, clips: int | None) -> tuple[str, int | None]:
+    """How a row is tested: its test mode, and the clips per video where that mode samples clips
+    (``clips``, else the profile's ``test_clips``; None for the other modes)."""
+    mode = test_mode(variant, cfg)
+    return mode, ((clips or cfg.test_clips) if mode == "strided_flips" else None)
 
 
 def _towers(cfg: Profile, data: DataBundle, variant: Variant, split: int) -> Streams:
@@ -290,8 +282,7 @@ class _HeadRun:
     def prepare(cls, cfg: Profile, data: DataBundle, variant: Variant, towers: Streams, model: TwoStreamNet,
                 split: int, seed: int, clips: int | None, share_layers: tuple) -> _HeadRun:
         path = scores_path(cfg, variant, split, seed, clips)
-        mode = test_mode(variant, cfg)
-        clips = (clips or cfg.test_clips) if mode == "strided_flips" else None
+        mode, clips = _test_views(cfg, variant, clips)
         T = variant.clip_length(cfg)
         out = fusion_dir(cfg, variant, split, seed)
         layers = cached_layers(cfg, model.first_layer, tuple(share_layers))

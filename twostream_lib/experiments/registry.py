@@ -45,7 +45,8 @@ from .rows import (
 )
 from .streams import train_towers
 
-__all__ = ["TableSpec", "TABLES", "TableResult", "run_table", "run_tower_jobs", "train_run_towers", "parameter_rows", "OURS", "OURS_LATE", "idt_scores"]
+__all__ = ["TableSpec", "TABLES", "TableResult", "run_table", "run_tower_jobs", "train_run_towers", "parameter_rows",
+           "OURS", "OURS_LATE", "idt_scores"]
 
 Rows = Callable[[Profile, DataBundle, "TableSpec", tuple], list]
 
