@@ -5,6 +5,7 @@
 #   ./run_all.sh --profile paper --device cuda     # outputs in results/paper/ (-p dataset hmdb51: results/paper-hmdb51/)
 #   ./run_all.sh --only table1 table2 -p seeds "[0, 1, 2]"
 # Options: --profile NAME, --only NAME..., --device DEV, -p NAME VALUE (repeatable), -f params.yaml, --debug,
+# --at-once N (up to N notebooks side by side, each after those it needs: machines with more than 2 cores),
 # --plan (print what the run needs, disk, RAM, GPU hours, and exit; docs/plan.md).
 # A run of a profile other than demo first checks that its feature caches and checkpoints fit the disk (exit 2).
 # Unknown parameter names and values of the wrong type are refused before any notebook runs (exit 2).

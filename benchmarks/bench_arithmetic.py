@@ -8,7 +8,10 @@ only take effect before torch loads):
 * ``pinned``: what the demo runs (the variables of ``PINNED_ENV`` and ``use_pinned_kernels()``);
 * ``pinned_onednn``: the same variables, but convolutions through oneDNN limited to AVX2 (its results
   are promised only on identical hardware, so nbval could not compare them across machines);
-* ``native``: nothing pinned (each library picks its fastest code for this CPU).
+* ``native``: nothing pinned (each library picks its fastest code for this CPU);
+* ``pinned_glibc_malloc``: ``pinned``, with glibc's default allocation of large buffers (a fresh
+  memory map per buffer) instead of the heap reuse every CPU run of the demo sets up
+  (:mod:`twostream_lib.allocator`, which the other three settings use).
 
 The workload: SGD steps of the two demo towers (spatial RGB and temporal flow, batch 32, 48 x 48) and
 of the demo's 3D conv fusion head (the most expensive head, Table 4); the towers on 2 threads, the head
@@ -42,7 +45,7 @@ OUT = REPO / "results" / "benchmarks" / "arithmetic.json"
 NATIVE_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO", "MKL_DYNAMIC": "TRUE", "OMP_DYNAMIC": "FALSE",
               "ONEDNN_MAX_CPU_ISA": "ALL", "OPENBLAS_CORETYPE": "", "NPY_DISABLE_CPU_FEATURES": "",
               "OPENCV_CPU_DISABLE": ""}
-SETTINGS = ("pinned", "pinned_onednn", "native")
+SETTINGS = ("pinned", "pinned_glibc_malloc", "pinned_onednn", "native")
 ROUNDS = 3  # best of 3 rounds of --steps steps
 
 
@@ -53,11 +56,15 @@ def _worker(setting: str, steps: int) -> dict:
     import torch
 
     import twostream_lib  # noqa: F401  (pins the variables that are not set)
+    from twostream_lib.allocator import reuse_large_allocations
     from twostream_lib.arithmetic import describe, matmul_gflops, use_pinned_kernels
     from twostream_lib.models import Conv3dFusion, build_backbone
 
-    use_pinned_kernels(setting == "pinned")
-    if setting != "pinned":
+    pinned_kernels = setting in ("pinned", "pinned_glibc_malloc")
+    use_pinned_kernels(pinned_kernels)
+    if setting != "pinned_glibc_malloc":
+        reuse_large_allocations()
+    if not pinned_kernels:
         torch.backends.mkldnn.enabled = True
     torch.set_num_threads(2)
     torch.manual_seed(0)

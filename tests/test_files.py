@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from twostream_lib.errors import StorageError
-from twostream_lib.files import atomic_write, atomic_write_json, temporary_name
+from twostream_lib.files import atomic_write, atomic_write_json, exclusive, temporary_name
 
 
 def test_text_bytes_json_and_callable(tmp_path):
@@ -49,3 +49,34 @@ def test_temporary_name_is_hidden_per_process_and_keeps_the_suffix(tmp_path):
 def test_a_writer_that_writes_nothing_is_an_error(tmp_path):
     with pytest.raises(StorageError, match="produced no file"):
         atomic_write(tmp_path / "y.png", lambda tmp: None)
+
+
+HOLD = """\
+import sys, time
+from pathlib import Path
+from twostream_lib.files import exclusive
+with exclusive(sys.argv[1]):
+    Path(sys.argv[2]).write_text("held")
+    time.sleep(1.5)
+    Path(sys.argv[2]).write_text("done")
+"""
+
+
+def test_exclusive_makes_a_second_process_wait_until_the_first_leaves(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    lock, state = tmp_path / "sub" / ".x.lock", tmp_path / "state"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(lock), str(state)])
+    try:
+        deadline = time.monotonic() + 30
+        while not state.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert state.read_text() == "held"
+        with exclusive(lock):  # waits for the holder's block to end
+            assert state.read_text() == "done"
+    finally:
+        holder.wait(30)
+    with exclusive(lock), exclusive(tmp_path / "other.lock"):  # free again; other files lock apart
+        pass

@@ -208,10 +208,77 @@ def test_runs_write_to_their_own_folders_end_to_end(tiny, tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in before} == before, "the default run's files changed"
     assert record["parameters"] == {"synthetic_seed": 3}
     out = capsys.readouterr().out
-    assert "[2/2] 01_second.ipynb (profile demo) ... done in" in out and "55.0 GFLOP/s" in out
+    assert "[2/2] 01_second.ipynb (profile demo) started" in out and "[2/2] 01_second.ipynb done in" in out
+    assert "55.0 GFLOP/s" in out
     for folder in (base, own):  # each run's HTML renderings beside its executed notebooks
         assert sorted(p.name for p in (folder / "html").iterdir()) == ["00_first.html", "01_second.html"]
         assert '<h1 id="tiny">' in (folder / "html" / "00_first.html").read_text()
+
+
+# ----------------------------------------------------------------------------- notebooks side by side
+
+def test_needs_follow_the_table_of_needs_only_where_everything_needed_runs():
+    every = [p.stem for p in REAL]
+    assert runner.needs("03_table2", every, side_by_side=True) == {"01_approach"}
+    assert runner.needs("07_table6", every, side_by_side=True) == {"05_table4"}
+    assert runner.needs("03_table2", every, side_by_side=False) == set(every[:every.index("03_table2")])
+    # without 01_approach in the run, two tables could train the same towers at once: one after the other
+    assert runner.needs("03_table2", ["02_table1", "03_table2"], side_by_side=True) == {"02_table1"}
+    assert runner.needs("99_new", ["00_data", "99_new"], side_by_side=True) == {"00_data"}  # not listed
+    assert sorted(runner.NEEDS) == every and all(set(n) <= set(every) for n in runner.NEEDS.values())
+
+
+STAMP_CELL = """\
+import json, time
+from pathlib import Path
+start = time.time()
+time.sleep(SLEEP)
+Path(OUT, NAME + ".json").write_text(json.dumps([start, time.time()]))
+"""
+
+
+def test_notebooks_run_side_by_side_after_what_they_need(tmp_path, monkeypatch):
+    """With two notebooks at a time, the two tables start only once 01_approach has ended, run at the
+    same time, and the record's total is the run's wall time, not the sum."""
+    nbs, stamps = tmp_path / "notebooks", tmp_path / "stamps"
+    stamps.mkdir()
+    for name, sleep in (("00_data", 0), ("01_approach", 2), ("02_table1", 4), ("03_table2", 4)):
+        tiny_notebook(nbs / f"{name}.ipynb", 'profile: str = "demo"  # profile\nresults_dir: str = None  # outputs\n',
+                      f"SLEEP, OUT, NAME = {sleep}, {str(stamps)!r}, {name!r}\n" + STAMP_CELL)
+    monkeypatch.setattr(runner, "NEEDS", {"00_data": (), "01_approach": ("00_data",),
+                                          "02_table1": ("01_approach",), "03_table2": ("01_approach",)})
+    record = runner.run_notebooks(notebooks_dir=nbs, results_base=tmp_path / "results", gflops=110.0, at_once=2)
+    span = {n: json.loads((stamps / f"{n}.json").read_text()) for n in ("01_approach", "02_table1", "03_table2")}
+    assert min(span["02_table1"][0], span["03_table2"][0]) >= span["01_approach"][1]
+    when = {n: record["schedule"][f"{n}.ipynb"] for n in ("02_table1", "03_table2")}  # the runner's clock
+    assert when["02_table1"][0] < when["03_table2"][1] and when["03_table2"][0] < when["02_table1"][1]
+    last_end = max(end for _, end in record["schedule"].values())  # the total: the run's wall time, not a sum
+    assert last_end <= record["total_seconds"] < last_end + 10
+    assert set(record["schedule"]) == {f"{n}.ipynb" for n in ("00_data", "01_approach", "02_table1", "03_table2")}
+    assert record["schedule"]["02_table1.ipynb"][0] >= record["schedule"]["01_approach.ipynb"][1]
+
+
+BURN_CELL = """\
+from concurrent.futures import ProcessPoolExecutor
+from twostream_lib.workers import worker_context
+with ProcessPoolExecutor(2, mp_context=worker_context()) as pool:  # workers of the kernel's fork server
+    print(list(pool.map(sum, [range(40_000_000)] * 2)))
+"""
+
+
+def test_the_cpu_seconds_of_a_notebook_count_its_fork_servers_workers(tmp_path):
+    """The towers and heads train in workers forked by a fork server that outlives the kernel by a moment:
+    their CPU seconds still count as the notebook's."""
+    nbs = tmp_path / "notebooks"
+    tiny_notebook(nbs / "00_burn.ipynb", 'profile: str = "demo"  # profile\nresults_dir: str = None  # outputs\n',
+                  BURN_CELL)
+    record = runner.run_notebooks(notebooks_dir=nbs, results_base=tmp_path / "results", gflops=110.0)
+    import time
+
+    start = time.process_time()
+    sum(range(40_000_000))
+    one = time.process_time() - start  # what one worker's job costs here
+    assert record["cpu_seconds_per_notebook"]["00_burn.ipynb"] > 1.5 * one
 
 
 # ----------------------------------------------------------------------------- timing record
@@ -237,6 +304,13 @@ def test_timing_record_normalises_to_the_reference_machine_and_checks_budgets(tm
     warning = runner._budget_warning("demo", "06_table5", 150.0, 110.0)
     assert warning.startswith("warning: 06_table5 took 150 normalised s") and "budget of 50 s" in warning
     assert runner._budget_warning("demo", "06_table5", 90.0, 55.0) is None
+    # side by side, a notebook is held to its budget by its CPU seconds over the reference machine's 2 cores
+    side = runner.timing_record("demo", times, 110.0, cpu_seconds={nb: 80.0 for nb in times}, wall_seconds=200.0,
+                                schedule={nb: [0.0, s] for nb, s in times.items()})
+    assert side["total_seconds"] == 200.0 and side["total_normalised_seconds"] == 200.0
+    assert side["over_budget"] == []  # 80 CPU s over 2 cores: 40 normalised s each, within all four budgets (50-75)
+    assert side["budget_counts"].startswith("CPU seconds / 2 cores") and side["run_budget_normalised_seconds"] == 600
+    assert "CPU s / 2 cores" in runner._budget_warning("demo", "06_table5", 60.0, 110.0, side_by_side=True)
 
 
 def test_the_budgets_cover_every_notebook():

@@ -509,6 +509,41 @@ def test_heads_trained_side_by_side_equal_heads_trained_one_after_another(tmp_pa
         np.testing.assert_array_equal(got.scores, expected.scores)
 
 
+def test_a_head_whose_scores_another_process_is_computing_is_waited_for_and_read(tmp_path, monkeypatch):
+    """Tables 5 and 6 run side by side test the same heads: run_fusion waits for the head's lock (held
+    meanwhile by the notebook computing its scores) and then reads the scores instead of computing them."""
+    import threading
+
+    from twostream_lib import experiments as ex
+    from twostream_lib.evaluate import save_scores
+    from twostream_lib.experiments import fusion
+    from twostream_lib.files import exclusive
+
+    cfg = ex.setup("demo", **TINY, data_root=str(tmp_path / "data"), results_dir=str(tmp_path / "results"),
+                   seeds=[0], tower_processes=1)
+    data = ex.prepare_data(cfg)
+    variant = {v.key: v for v in ex.TABLES["table1"].variants}["sum@relu5"]
+    expected = ex.run_fusion(cfg, data, variant)[0]  # trains the head and saves its scores
+    path = fusion.scores_path(cfg, variant, 1, 0)
+    path.unlink()  # as if they were being computed elsewhere
+    monkeypatch.setattr(fusion, "train", lambda *a, **k: pytest.fail("run_fusion trained a head again"))
+    monkeypatch.setattr(fusion, "predict", lambda *a, **k: pytest.fail("run_fusion tested the head again"))
+    ready = threading.Event()
+
+    def other_notebook():  # flock locks belong to open files: a thread stands in for the other process
+        with exclusive(fusion.scores_lock(path)):
+            ready.set()
+            threading.Event().wait(1.0)
+            save_scores(expected, path)
+
+    worker = threading.Thread(target=other_notebook)
+    worker.start()
+    ready.wait(30)
+    got = ex.run_fusion(cfg, data, variant)[0]
+    worker.join(30)
+    np.testing.assert_array_equal(got.scores, expected.scores)
+
+
 def test_a_towers_test_scores_are_computed_once_for_every_notebook(tmp_path, monkeypatch):
     """stream_scores saves a tower's scores in the towers' run folder: a later kernel (empty memo) reads
     them instead of running the tower over the test views again; other views are computed anew."""

@@ -10,19 +10,23 @@ becomes a :class:`~twostream_lib.errors.StorageError` naming the file.
     atomic_write(path, b"bytes")                                # bytes
     atomic_write(path, lambda tmp: torch.save(state, tmp))      # any writer that takes a path
     atomic_write_json(path, {"a": 1})                           # indented JSON + newline
+
+Where two processes could compute the same file (two notebooks run side by side), :func:`exclusive`
+lets the second wait for the first and then read what it wrote instead of computing it again.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from twostream_lib.errors import StorageError
 
-__all__ = ["STORAGE_ERRNOS", "atomic_write", "atomic_write_json", "temporary_name"]
+__all__ = ["STORAGE_ERRNOS", "atomic_write", "atomic_write_json", "exclusive", "temporary_name"]
 
 #: OS errors that mean "the disk cannot take this file", with the words used in messages.
 STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
@@ -76,3 +80,24 @@ def atomic_write_json(path: str | Path, obj: Any, **kwargs) -> Path:
     kwargs.setdefault("indent", 2)
     kwargs.setdefault("sort_keys", True)
     return atomic_write(path, json.dumps(obj, **kwargs) + "\n")
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path) -> Iterator[Path]:
+    """Hold an exclusive lock on the file ``path`` (created empty if missing) for the ``with`` block: a
+    second process asking for the same lock waits until the first leaves its block, or dies (the
+    system releases the lock with the process, so a crash leaves nothing to clean up). POSIX
+    ``flock``; where it does not exist (Windows) the block runs unlocked."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks: only one process at a time runs there anyway
+        yield path
+        return
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield path
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -41,13 +41,17 @@ each notebook's processes, the machine's speed measured at the start (:func:`two
 :data:`REFERENCE_GFLOPS` (seconds x probe / 110). A shared machine can run slower for a while than its
 probe says (the probe keeps the best of 20 products); the CPU seconds of the same work then grow.
 Demo notebooks over their budget (:data:`BUDGETS`, normalised seconds) get a warning line and are
-listed in the record.
+listed in the record. Where notebooks ran side by side (``--at-once``), the record's total is the run's
+wall time, each notebook's start and end are kept (``schedule``), and a notebook is held to its
+budget by its CPU seconds shared over the reference machine's :data:`REFERENCE_CORES` cores (its
+wall time then depends on what ran beside it).
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import difflib
+import multiprocessing
 import os
 import platform
 import sys
@@ -65,6 +69,7 @@ DEFAULT_PROFILE = "demo"
 
 #: Speed of the reference machine: its 2-thread float32 matmul probe (issue 11: 2-core budget).
 REFERENCE_GFLOPS = 110.0
+REFERENCE_CORES = 2  # the 2-core machine of the demo's budget
 
 #: Budget of each notebook in normalised seconds (seconds x probe / REFERENCE_GFLOPS), demo profile.
 #: Normalised seconds per demo notebook: 600 in all (issue 11), shared out as the notebooks' measured times
@@ -82,6 +87,24 @@ BUDGETS: dict[str, float] = {
     "07_table6": 85,  # IDT: trajectories, Fisher vectors, SVM
 }
 DEFAULT_BUDGET = 60
+
+#: What each notebook needs to have run before it, where notebooks run side by side (``--at-once N``,
+#: demo profile): 01_approach trains every tower of the run
+#: (``experiments.train_run_towers``); 05_table4 trains the 3D conv heads that 06_table5 and 07_table6
+#: both test with the final protocol (whichever asks first computes those scores while the other waits
+#: for them: ``experiments.fusion.scores_lock``); 07_table6's IDT needs only the data. A notebook not
+#: listed here waits for every notebook before it.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "00_data": (),
+    "01_approach": ("00_data",),
+    "01_figure1": ("01_approach",),
+    "02_table1": ("01_approach",),
+    "03_table2": ("01_approach",),
+    "04_table3": ("01_approach",),
+    "05_table4": ("01_approach",),
+    "06_table5": ("05_table4",),
+    "07_table6": ("05_table4",),
+}
 BUDGET_PROFILES = ("demo",)  # budgets are for the 2-core CPU demo; other profiles record times only
 
 #: Parameters that choose the data a notebook computes on: given for a run with its own folder, every
@@ -267,6 +290,7 @@ def run_notebooks(
     results_base: Path | None = None,
     kernel: str = "python3",
     gflops: float | None = None,
+    at_once: int = 1,
 ) -> dict:
     """Check the parameters, run the notebooks, write and return the timing record.
 
@@ -276,12 +300,19 @@ def run_notebooks(
     """
     plan = plan_run(profile=profile, only=only, device=device, parameters=parameters,
                     notebooks_dir=notebooks_dir, results_base=results_base)
-    return execute(plan, kernel=kernel, gflops=gflops)
+    return execute(plan, kernel=kernel, gflops=gflops, at_once=at_once)
 
 
-def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = None) -> dict:
-    """Run a checked plan (see :func:`run_notebooks`)."""
-    import papermill as pm
+def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = None, at_once: int = 1) -> dict:
+    """Run a checked plan (see :func:`run_notebooks`): each notebook in a worker process (papermill there),
+    ``at_once`` at a time, each once the notebooks it needs (:func:`needs`) have run; the longest first
+    among those ready (its budget). A failed notebook stops the run: nothing new starts, the notebooks
+    already running finish, and the error names the failed one.
+
+    ``at_once`` > 1 is for machines with more cores than the demo's two: on two cores, two notebooks at
+    a time took longer than one (561 against 525 s for the tables, measured back to back: their
+    training processes, up to six on two cores, spent 31% more CPU seconds on the same work)."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     from twostream_lib.arithmetic import matmul_gflops, use_pinned_kernels
 
@@ -292,38 +323,124 @@ def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = No
         gflops = matmul_gflops()
     print(f"machine speed: {gflops:.1f} GFLOP/s (2-thread float32 matmul; times are normalised to "
           f"{REFERENCE_GFLOPS:.0f}); outputs in {_relative(plan.folder)}/", flush=True)
-    out_dir = plan.notebooks_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
+    plan.notebooks_dir.mkdir(parents=True, exist_ok=True)
+    slots = max(1, at_once)
+    stems = [nb.stem for nb in plan.notebooks]
+    waits_for = {nb.stem: needs(nb.stem, stems, side_by_side=slots > 1) for nb in plan.notebooks}
+    number = {nb.stem: i for i, nb in enumerate(plan.notebooks, 1)}
     times: dict[str, float] = {}
     cpu: dict[str, float] = {}
-    for i, nb in enumerate(plan.notebooks, 1):
-        out = out_dir / nb.name
-        tmp = out_dir / f".{nb.stem}.running.ipynb"
-        print(f"[{i}/{len(plan.notebooks)}] {nb.name} (profile {plan.profile}) ...", end="", flush=True)
-        start, cpu_start = time.perf_counter(), children_cpu_seconds()
-        try:
-            pm.execute_notebook(
-                str(nb), str(tmp), parameters=plan.parameters[nb], kernel_name=kernel,
-                cwd=str(nb.parent), progress_bar=False, log_output=False, report_mode=False,
-            )
-        except pm.PapermillExecutionError as err:
-            print(" FAILED")
-            raise RuntimeError(
-                f"{nb.name}: cell {err.exec_count} raised {err.ename}: {err.evalue}\n"
-                f"(the partly executed notebook is {tmp})"
-            ) from None
-        os.replace(tmp, out)
-        times[nb.name] = round(time.perf_counter() - start, 1)
-        cpu[nb.name] = round(children_cpu_seconds() - cpu_start, 1)
-        render_html(out, plan.html_dir / f"{nb.stem}.html")  # not timed: the record times the notebooks
-        print(f" done in {times[nb.name]:.0f} s", flush=True)
-        warning = _budget_warning(plan.profile, nb.stem, times[nb.name], gflops)
-        if warning:
-            print(warning, flush=True)
-    record = timing_record(plan.profile, times, gflops, folder=_relative(plan.folder), parameters=plan.given,
-                           cpu_seconds=cpu, gflops_end=matmul_gflops())
+    schedule: dict[str, list[float]] = {}
+    pending, running, failure = list(plan.notebooks), {}, None
+    run_start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=min(slots, len(plan.notebooks)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        while pending or running:
+            ready = [nb for nb in pending if failure is None and waits_for[nb.stem] <= {Path(n).stem for n in times}]
+            for nb in sorted(ready, key=lambda n: -(budget(plan.profile, n.stem) or 0))[:slots - len(running)]:
+                pending.remove(nb)
+                tmp = plan.notebooks_dir / f".{nb.stem}.running.ipynb"
+                print(f"[{number[nb.stem]}/{len(stems)}] {nb.name} (profile {plan.profile}) started", flush=True)
+                schedule[nb.name] = [round(time.perf_counter() - run_start, 1)]
+                running[pool.submit(execute_notebook, nb, tmp, plan.parameters[nb], kernel)] = (nb, tmp)
+            if not running:
+                break  # a notebook failed: the rest are not started
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                nb, tmp = running.pop(future)
+                try:
+                    seconds, cpu_seconds, error = future.result()
+                except Exception as err:  # the worker itself failed (e.g. the kernel could not start)
+                    seconds, cpu_seconds, error = 0.0, 0.0, f"{type(err).__name__}: {err}"
+                if error is not None:
+                    print(f"[{number[nb.stem]}/{len(stems)}] {nb.name} FAILED", flush=True)
+                    failure = failure or RuntimeError(f"{nb.name}: {error}\n(the partly executed notebook is {tmp})")
+                    continue
+                os.replace(tmp, plan.notebooks_dir / nb.name)
+                times[nb.name], cpu[nb.name] = round(seconds, 1), round(cpu_seconds, 1)
+                schedule[nb.name].append(round(time.perf_counter() - run_start, 1))
+                render_html(plan.notebooks_dir / nb.name, plan.html_dir / f"{nb.stem}.html")  # not timed
+                print(f"[{number[nb.stem]}/{len(stems)}] {nb.name} done in {times[nb.name]:.0f} s", flush=True)
+                cost = cpu[nb.name] / REFERENCE_CORES if slots > 1 else times[nb.name]
+                warning = _budget_warning(plan.profile, nb.stem, cost, gflops, side_by_side=slots > 1)
+                if warning:
+                    print(warning, flush=True)
+    if failure is not None:
+        raise failure
+    wall = time.perf_counter() - run_start
+    if slots > 1:  # notebooks side by side each rewrote the summary from the tables recorded so far
+        from twostream_lib.experiments.findings import write_summary
+
+        if (plan.folder / "tables").is_dir():
+            write_summary(plan.folder)
+    record = timing_record(plan.profile, {nb.name: times[nb.name] for nb in plan.notebooks}, gflops,
+                           folder=_relative(plan.folder), parameters=plan.given,
+                           cpu_seconds={nb.name: cpu[nb.name] for nb in plan.notebooks}, gflops_end=matmul_gflops(),
+                           wall_seconds=round(wall, 1) if slots > 1 else None, schedule=schedule if slots > 1 else None)
     atomic_write_json(plan.benchmarks_dir / f"run_all_{plan.profile}.json", record, sort_keys=False)
     return record
+
+
+def needs(stem: str, stems: list[str], *, side_by_side: bool) -> set[str]:
+    """The notebooks (of ``stems``, the run's, in run order) that must have run before ``stem`` starts:
+    with notebooks one at a time, or for a notebook :data:`NEEDS` does not list, every one before it;
+    side by side, those :data:`NEEDS` lists, as long as everything they need in turn is in the run
+    (otherwise a table could train towers that another table trains at the same time)."""
+    earlier = set(stems[:stems.index(stem)])
+    if not side_by_side or stem not in NEEDS:
+        return earlier
+    closure, todo = set(), list(NEEDS[stem])
+    while todo:
+        n = todo.pop()
+        if n not in closure:
+            closure.add(n)
+            todo.extend(NEEDS.get(n, ()))
+    return set(NEEDS[stem]) if closure <= set(stems) else earlier
+
+
+def execute_notebook(notebook: Path, out: Path, parameters: dict, kernel: str) -> tuple[float, float, str | None]:
+    """Run one notebook with papermill (in a worker process of :func:`execute`); returns its wall seconds,
+    the CPU seconds of its kernel and the processes the kernel started, and the error (``"cell N
+    raised E: message"``) or None."""
+    import papermill as pm
+
+    adopts = _adopt_orphans()
+    start, cpu_start = time.perf_counter(), children_cpu_seconds()
+    error = None
+    try:
+        pm.execute_notebook(str(notebook), str(out), parameters=parameters, kernel_name=kernel,
+                            cwd=str(notebook.parent), progress_bar=False, log_output=False, report_mode=False)
+    except pm.PapermillExecutionError as err:
+        error = f"cell {err.exec_count} raised {err.ename}: {err.evalue}"
+    seconds = time.perf_counter() - start
+    if adopts:
+        _reap_orphans()
+    return seconds, children_cpu_seconds() - cpu_start, error
+
+
+def _adopt_orphans() -> bool:
+    """Make this process the reaper of its descendants that lose their parent (Linux ``prctl``
+    PR_SET_CHILD_SUBREAPER), so that their CPU time is counted here when they are reaped: a kernel's
+    fork server (:mod:`twostream_lib.workers`), parent of the towers' and heads' workers, outlives the
+    kernel by a moment and would otherwise be reaped by init, its workers' CPU seconds with it."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def _reap_orphans(timeout: float = 10.0) -> None:
+    """Wait (at most ``timeout`` seconds) for the adopted descendants to exit, reaping each."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:  # none left
+            return
+        if pid == 0:
+            time.sleep(0.05)
 
 
 # ----------------------------------------------------------------------------- HTML renderings
@@ -366,12 +483,16 @@ def normalised(seconds: float, gflops: float) -> float:
     return seconds * gflops / REFERENCE_GFLOPS
 
 
-def _budget_warning(profile: str, notebook: str, seconds: float, gflops: float) -> str | None:
+def _budget_warning(profile: str, notebook: str, seconds: float, gflops: float, *,
+                    side_by_side: bool = False) -> str | None:
+    """A warning line when ``seconds`` (wall; side by side: CPU seconds / REFERENCE_CORES) normalised
+    are over the notebook's budget."""
     limit = budget(profile, notebook)
     norm = normalised(seconds, gflops)
     if limit is None or norm <= limit:
         return None
-    return (f"warning: {notebook} took {norm:.0f} normalised s ({seconds:.0f} s x {gflops:.1f} / "
+    what = f"CPU s / {REFERENCE_CORES} cores" if side_by_side else "s"
+    return (f"warning: {notebook} took {norm:.0f} normalised s ({seconds:.0f} {what} x {gflops:.1f} / "
             f"{REFERENCE_GFLOPS:.0f} GFLOP/s), over its budget of {limit:.0f} s")
 
 
@@ -398,22 +519,30 @@ def children_cpu_seconds() -> float:
 
 def timing_record(profile: str, times: dict[str, float], gflops: float, *, folder: str = "results",
                   parameters: dict | None = None, cpu_seconds: dict[str, float] | None = None,
-                  gflops_end: float | None = None) -> dict:
+                  gflops_end: float | None = None, wall_seconds: float | None = None,
+                  schedule: dict[str, list[float]] | None = None) -> dict:
     """The ``run_all_<profile>.json`` record: seconds and normalised seconds per notebook, the probe,
     the budgets and which notebooks went over them, and the machine. ``cpu_seconds`` (per notebook) and
     ``gflops_end`` (the probe again after the last notebook) show a machine that ran slower during the
-    run than the probe at its start says: the same work then takes more CPU seconds."""
+    run than the probe at its start says: the same work then takes more CPU seconds. Where notebooks
+    ran side by side, ``wall_seconds`` is the run's (less than the sum of the notebooks') and
+    ``schedule`` each notebook's start and end, in seconds from the run's start."""
     from twostream_lib.arithmetic import describe
+
+    total = round(sum(times.values()), 1) if wall_seconds is None else wall_seconds
 
     norm = {nb: round(normalised(s, gflops), 1) for nb, s in times.items()}
     budgets = {nb: budget(profile, nb) for nb in times}
-    over = [nb for nb in times if budgets[nb] is not None and normalised(times[nb], gflops) > budgets[nb]]
+    # side by side a notebook's wall time depends on what ran beside it: its CPU seconds over the cores count
+    cost = times if wall_seconds is None else {nb: (cpu_seconds or {}).get(nb, 0.0) / REFERENCE_CORES for nb in times}
+    over = [nb for nb in times if budgets[nb] is not None and normalised(cost[nb], gflops) > budgets[nb]]
     return {
         "profile": profile,
         "results_dir": folder,
         "parameters": parameters or {},
         "seconds_per_notebook": times,
-        "total_seconds": round(sum(times.values()), 1),
+        "total_seconds": total,
+        "schedule": schedule or {},
         "cpu_seconds_per_notebook": cpu_seconds or {},
         "total_cpu_seconds": round(sum((cpu_seconds or {}).values()), 1),
         "probe": {"matmul_gflops": round(gflops, 2), "reference_gflops": REFERENCE_GFLOPS,
@@ -422,9 +551,12 @@ def timing_record(profile: str, times: dict[str, float], gflops: float, *, folde
                           "(twostream_lib.arithmetic.matmul_gflops), measured at the start of the run (it "
                           "normalises the times) and again at its end"},
         "normalised_seconds_per_notebook": norm,
-        "total_normalised_seconds": round(normalised(sum(times.values()), gflops), 1),
+        "total_normalised_seconds": round(normalised(total, gflops), 1),
         "normalisation": "seconds x matmul_gflops / reference_gflops",
         "budget_normalised_seconds": budgets,
+        "budget_counts": ("wall seconds" if wall_seconds is None else
+                          f"CPU seconds / {REFERENCE_CORES} cores (notebooks ran side by side)"),
+        "run_budget_normalised_seconds": sum(BUDGETS.values()) if profile in BUDGET_PROFILES else None,
         "over_budget": over,
         "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": sys.version.split()[0], "arithmetic": describe()},
@@ -443,6 +575,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-f", "--parameters-file", help="YAML/JSON file of parameters (papermill -f)")
     ap.add_argument("--plan", action="store_true",
                     help="print what the run needs (disk, RAM, GPU hours: python -m twostream_lib plan) and exit")
+    ap.add_argument("--at-once", type=int, default=1, metavar="N",
+                    help="run up to N notebooks side by side, each after those it needs (machines with more "
+                         "than 2 cores; on 2 it is slower)")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
     try:
@@ -457,7 +592,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(needs.text(), end="")
                 return 0
             resources.check_fits(needs)
-        record = execute(plan)
+        if args.at_once < 1:
+            raise ConfigError(f"--at-once {args.at_once}: expected a number of notebooks >= 1")
+        record = execute(plan, at_once=args.at_once)
         if plan.default_folder:
             from twostream_lib.tables import update_readme
 

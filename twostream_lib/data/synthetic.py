@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import resource
 import shutil
@@ -75,6 +74,7 @@ from tqdm import tqdm
 
 from twostream_lib.errors import ConfigError, DataError
 from twostream_lib.files import atomic_write
+from twostream_lib.workers import worker_context
 
 #: Bump when the rendering changes, so that existing data sets are regenerated.
 GENERATOR_VERSION = 4
@@ -497,7 +497,7 @@ def generate_synthetic(root: str | Path, *, seed: int = 0, size: int = 48, frame
             for c in p.classes for g in range(1, p.groups + 1) for j in range(1, p.clips + 1)]
     bar = tqdm(total=len(jobs), desc="synthetic videos", unit="video", disable=not progress)
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
             for _ in pool.map(_render_and_write, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
                 bar.update()
     else:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from twostream_lib import plots
+from twostream_lib.allocator import reuse_large_allocations
 from twostream_lib.arithmetic import check_pinned, use_pinned_kernels
 from twostream_lib.config import PROFILES, Profile, load_profile
 from twostream_lib.data.rehearsal import make_rehearsal_set
@@ -43,7 +44,8 @@ def setup(profile: str = "demo", **overrides) -> Profile:
 
 def configure_process(cfg: Profile) -> Profile:
     """Pin the CPU arithmetic if the profile asks for it (the demo), fix threads, seeds and
-    deterministic kernels; also what a worker process does before training a tower."""
+    deterministic kernels, and on CPU let large tensors reuse heap memory (:mod:`twostream_lib.allocator`);
+    also what a worker process does before training a tower."""
     if cfg.pinned_arithmetic:
         use_pinned_kernels()
         problems = check_pinned()
@@ -57,6 +59,7 @@ def configure_process(cfg: Profile) -> Profile:
     seed_everything(cfg.seeds[0])
     if not cfg.device.startswith("cuda"):
         deterministic(True)
+        reuse_large_allocations()
     return cfg
 
 

@@ -8,9 +8,9 @@ their outputs there are computed once per (clip, augmentation) and cached
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +23,11 @@ from twostream_lib.config import Profile
 from twostream_lib.data.sampling import TwoStreamClips
 from twostream_lib.evaluate import VideoScores, load_scores, predict, save_scores
 from twostream_lib.features import FEATURE_KEYS, FeatureHead, FeatureSet, cache_fusion_inputs
+from twostream_lib.files import exclusive
 from twostream_lib.models import LAYERS, TwoStreamNet, trainable_parameters
 from twostream_lib.plan import head_cost
 from twostream_lib.train import completed_model, train
+from twostream_lib.workers import worker_context
 
 from .cache import MEMO, key_digest, run_dir
 from .data import DataBundle, clip_sampling, configure_process, limit_videos
@@ -237,13 +239,23 @@ def run_fusion(cfg: Profile, data: DataBundle, variant: Variant, *, split: int |
     path = scores_path(cfg, variant, split, seed, clips)
     if path.exists():  # trained and tested before (e.g. Table 5's heads, reused by Table 6)
         return load_scores(path), model
-    return _HeadRun.prepare(cfg, data, variant, towers, model, split, seed, clips, share_layers).finish(), model
+    with exclusive(scores_lock(path)):  # a notebook running beside this one may be computing them
+        if path.exists():
+            return load_scores(path), model
+        return _HeadRun.prepare(cfg, data, variant, towers, model, split, seed, clips, share_layers).finish(), model
 
 
 def scores_path(cfg: Profile, variant: Variant, split: int, seed: int, clips: int | None = None) -> Path:
     """Where a fusion head's test scores are saved (beside the head; one file per way of testing it)."""
     mode, clips = _test_views(cfg, variant, clips)
     return fusion_dir(cfg, variant, split, seed) / f"scores-{mode}{clips or ''}.npz"
+
+
+def scores_lock(path: Path) -> Path:
+    """The lock file of a head's scores file: held while they are computed, so that a notebook running
+    beside another (``run_all.sh --at-once``; Tables 5 and 6 test the same heads) waits for them
+    and reads them instead of computing them a second time."""
+    return path.with_name(f".{path.stem}.lock")
 
 
 def _test_views(cfg: Profile, variant: Variant, clips: int | None) -> tuple[str, int | None]:
@@ -335,6 +347,19 @@ def train_heads(cfg: Profile, data: DataBundle, jobs, *, share_layers: tuple[str
             if not v.late and not scores_path(cfg, v, split or cfg.split, seed, clips).exists()]
     if len(todo) <= 1:
         return
+    with contextlib.ExitStack() as held:
+        # the heads' locks (:func:`scores_lock`), always taken in the same order, so that two notebooks
+        # asking for overlapping heads cannot each hold one the other waits for; what another notebook
+        # finished meanwhile is read, not computed again
+        for path in sorted({str(scores_path(cfg, *job)) for job in todo}):
+            held.enter_context(exclusive(scores_lock(Path(path))))
+        _train_heads(cfg, data, [job for job in todo if not scores_path(cfg, *job).exists()], share_layers)
+
+
+def _train_heads(cfg: Profile, data: DataBundle, todo: list, share_layers: tuple) -> None:
+    """:func:`train_heads` once it holds the heads' locks."""
+    if not todo:
+        return
     runs, costs = [], []
     for v, split, seed, clips in todo:
         towers = _towers(cfg, data, v, split)
@@ -352,7 +377,7 @@ def train_heads(cfg: Profile, data: DataBundle, jobs, *, share_layers: tuple[str
     # the third shares the cores with the first two instead of waiting for one of them (118 s against 131 s
     # for Table 4 measured back to back); one thread each, so the cores are shared, not oversubscribed
     with ProcessPoolExecutor(max_workers=min(cfg.tower_processes + 1, len(runs)),
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
+                             mp_context=worker_context()) as pool:
         for done in as_completed([pool.submit(_finish_head, runs[i]) for i in order]):
             done.result()
 

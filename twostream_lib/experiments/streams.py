@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from twostream_lib.evaluate import VideoScores, accuracy, late_fuse, load_scores
 from twostream_lib.models import DenseColour, FrameAverage, WithAppearance, build_backbone
 from twostream_lib.paper import released_schedule
 from twostream_lib.train import TrainConfig, remove_checkpoints, train
+from twostream_lib.workers import worker_context
 
 from .cache import MEMO, key_digest, run_dir, save_state, weights_digest
 from .data import DataBundle, clip_sampling, configure_process, limit_videos, prepare_data
@@ -133,7 +133,7 @@ def train_towers(cfg: Profile, data: DataBundle, jobs) -> None:
             train_stream(cfg, data, stream, backbone=backbone, split=split, seed=seed)
         return
     with ProcessPoolExecutor(max_workers=min(cfg.tower_processes, len(todo)),
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
+                             mp_context=worker_context()) as pool:
         for done in as_completed([pool.submit(_train_tower_job, cfg, job) for job in todo]):
             done.result()
 
