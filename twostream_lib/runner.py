@@ -331,12 +331,13 @@ def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = No
     times: dict[str, float] = {}
     cpu: dict[str, float] = {}
     schedule: dict[str, list[float]] = {}
+    done: set[str] = set()  # stems
     pending, running, failure = list(plan.notebooks), {}, None
     run_start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=min(slots, len(plan.notebooks)),
                              mp_context=multiprocessing.get_context("spawn")) as pool:
         while pending or running:
-            ready = [nb for nb in pending if failure is None and waits_for[nb.stem] <= {Path(n).stem for n in times}]
+            ready = [nb for nb in pending if failure is None and waits_for[nb.stem] <= done]
             for nb in sorted(ready, key=lambda n: -(budget(plan.profile, n.stem) or 0))[:slots - len(running)]:
                 pending.remove(nb)
                 tmp = plan.notebooks_dir / f".{nb.stem}.running.ipynb"
@@ -358,10 +359,11 @@ def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = No
                     continue
                 os.replace(tmp, plan.notebooks_dir / nb.name)
                 times[nb.name], cpu[nb.name] = round(seconds, 1), round(cpu_seconds, 1)
+                done.add(nb.stem)
                 schedule[nb.name].append(round(time.perf_counter() - run_start, 1))
                 render_html(plan.notebooks_dir / nb.name, plan.html_dir / f"{nb.stem}.html")  # not timed
                 print(f"[{number[nb.stem]}/{len(stems)}] {nb.name} done in {times[nb.name]:.0f} s", flush=True)
-                cost = cpu[nb.name] / REFERENCE_CORES if slots > 1 else times[nb.name]
+                cost = _budgeted_seconds(times[nb.name], cpu[nb.name], side_by_side=slots > 1)
                 warning = _budget_warning(plan.profile, nb.stem, cost, gflops, side_by_side=slots > 1)
                 if warning:
                     print(warning, flush=True)
@@ -483,6 +485,12 @@ def normalised(seconds: float, gflops: float) -> float:
     return seconds * gflops / REFERENCE_GFLOPS
 
 
+def _budgeted_seconds(wall: float, cpu: float, *, side_by_side: bool) -> float:
+    """What a notebook's budget is held against: its wall seconds; side by side, where its wall time
+    depends on what ran beside it, its CPU seconds shared over the reference machine's cores."""
+    return cpu / REFERENCE_CORES if side_by_side else wall
+
+
 def _budget_warning(profile: str, notebook: str, seconds: float, gflops: float, *,
                     side_by_side: bool = False) -> str | None:
     """A warning line when ``seconds`` (wall; side by side: CPU seconds / REFERENCE_CORES) normalised
@@ -533,8 +541,8 @@ def timing_record(profile: str, times: dict[str, float], gflops: float, *, folde
 
     norm = {nb: round(normalised(s, gflops), 1) for nb, s in times.items()}
     budgets = {nb: budget(profile, nb) for nb in times}
-    # side by side a notebook's wall time depends on what ran beside it: its CPU seconds over the cores count
-    cost = times if wall_seconds is None else {nb: (cpu_seconds or {}).get(nb, 0.0) / REFERENCE_CORES for nb in times}
+    cost = {nb: _budgeted_seconds(s, (cpu_seconds or {}).get(nb, 0.0), side_by_side=wall_seconds is not None)
+            for nb, s in times.items()}
     over = [nb for nb in times if budgets[nb] is not None and normalised(cost[nb], gflops) > budgets[nb]]
     return {
         "profile": profile,
