@@ -281,6 +281,33 @@ def test_the_cpu_seconds_of_a_notebook_count_its_fork_servers_workers(tmp_path):
     assert record["cpu_seconds_per_notebook"]["00_burn.ipynb"] > 1.5 * one
 
 
+WARM_CELL = """\
+import json, sys
+from multiprocessing import forkserver
+from pathlib import Path
+Path(OUT).write_text(json.dumps({"imported": "twostream_lib.experiments" in sys.modules,
+                                 "fork_server": forkserver._forkserver._forkserver_pid is not None}))
+"""
+
+
+def test_each_kernel_has_imported_the_library_and_started_its_fork_server_before_the_first_cell(tmp_path):
+    """The runner starts a notebook's kernel while the notebook before runs (runner.WARM_UP); the warm-up
+    leaves no trace in the notebook (execution counts from 1, no output)."""
+    nbs = tmp_path / "notebooks"
+    params = 'profile: str = "demo"  # profile\nresults_dir: str = None  # outputs\n'
+    for name in ("00_first", "01_second"):
+        tiny_notebook(nbs / f"{name}.ipynb", params, f"OUT = {str(tmp_path / name)!r}\n" + WARM_CELL)
+    runner.run_notebooks(notebooks_dir=nbs, results_base=tmp_path / "results", gflops=110.0)
+    for name in ("00_first", "01_second"):
+        assert json.loads((tmp_path / name).read_text()) == {"imported": True, "fork_server": True}
+        executed = nbformat.read(str(tmp_path / "results" / "notebooks" / f"{name}.ipynb"), as_version=4)
+        counts = [c.execution_count for c in executed.cells if c.cell_type == "code"]
+        assert counts == list(range(1, len(counts) + 1))
+    cold = tmp_path / "cold"
+    runner.run_notebooks(notebooks_dir=nbs, results_base=cold, gflops=110.0, warm_up=())
+    assert json.loads((tmp_path / "00_first").read_text()) == {"imported": False, "fork_server": False}
+
+
 # ----------------------------------------------------------------------------- timing record
 
 def test_timing_record_normalises_to_the_reference_machine_and_checks_budgets(tmp_path, capsys):

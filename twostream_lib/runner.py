@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import difflib
 import multiprocessing
 import os
@@ -105,6 +106,11 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "06_table5": ("05_table4",),
     "07_table6": ("05_table4",),
 }
+#: What the next notebook's kernel runs while the current notebook runs (:func:`execute`): the imports every
+#: notebook's first cell needs (torch, pandas, matplotlib: ~5 s) and the fork server its pools fork from
+#: (:func:`twostream_lib.workers.start_fork_server`, another ~5 s of imports in its own process).
+WARM_UP = ("import twostream_lib.experiments, twostream_lib.workers",
+           "twostream_lib.workers.start_fork_server()")
 BUDGET_PROFILES = ("demo",)  # budgets are for the 2-core CPU demo; other profiles record times only
 
 #: Parameters that choose the data a notebook computes on: given for a run with its own folder, every
@@ -291,23 +297,30 @@ def run_notebooks(
     kernel: str = "python3",
     gflops: float | None = None,
     at_once: int = 1,
+    warm_up: tuple[str, ...] | None = None,
 ) -> dict:
     """Check the parameters, run the notebooks, write and return the timing record.
 
     ``results_base``: where the default run's outputs go (``results/``); other runs use a folder
-    under it. ``gflops``: the machine's speed if already known (measured here otherwise). Raises
+    under it. ``gflops``: the machine's speed if already known (measured here otherwise). ``warm_up``:
+    what a kernel runs before its notebook (default :data:`WARM_UP`; ``()`` for none). Raises
     ConfigError before any notebook runs, RuntimeError naming the notebook and cell that failed.
     """
     plan = plan_run(profile=profile, only=only, device=device, parameters=parameters,
                     notebooks_dir=notebooks_dir, results_base=results_base)
-    return execute(plan, kernel=kernel, gflops=gflops, at_once=at_once)
+    return execute(plan, kernel=kernel, gflops=gflops, at_once=at_once, warm_up=warm_up)
 
 
-def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = None, at_once: int = 1) -> dict:
+def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = None, at_once: int = 1,
+            warm_up: tuple[str, ...] | None = None) -> dict:
     """Run a checked plan (see :func:`run_notebooks`): each notebook in a worker process (papermill there),
     ``at_once`` at a time, each once the notebooks it needs (:func:`needs`) have run; the longest first
     among those ready (its budget). A failed notebook stops the run: nothing new starts, the notebooks
     already running finish, and the error names the failed one.
+
+    The next notebook's kernel starts while the current ones run and executes ``warm_up``
+    (:data:`WARM_UP`: the library's imports and its fork server, ~6-10 s a notebook); the notebook's cells
+    run once it may start. Its seconds count from then: a warm-up that has not finished by then counts.
 
     ``at_once`` > 1 is for machines with more cores than the demo's two: on two cores, two notebooks at
     a time took longer than one (561 against 525 s for the tables, measured back to back: their
@@ -321,6 +334,7 @@ def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = No
     use_pinned_kernels(load_profile(plan.profile).pinned_arithmetic)
     if gflops is None:
         gflops = matmul_gflops()
+    warm_up = WARM_UP if warm_up is None else tuple(warm_up)
     print(f"machine speed: {gflops:.1f} GFLOP/s (2-thread float32 matmul; times are normalised to "
           f"{REFERENCE_GFLOPS:.0f}); outputs in {_relative(plan.folder)}/", flush=True)
     plan.notebooks_dir.mkdir(parents=True, exist_ok=True)
@@ -332,41 +346,79 @@ def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = No
     cpu: dict[str, float] = {}
     schedule: dict[str, list[float]] = {}
     done: set[str] = set()  # stems
-    pending, running, failure = list(plan.notebooks), {}, None
+    rendered: list[Path] = []  # executed notebooks whose HTML is still to write
+    pending, failure = list(plan.notebooks), None
+    warming: dict = {}  # stem -> its future, its go queue: a kernel started ahead of its notebook
+    running: dict = {}  # future -> (notebook, its temporary output)
     run_start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=min(slots, len(plan.notebooks)),
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
-        while pending or running:
-            ready = [nb for nb in pending if failure is None and waits_for[nb.stem] <= done]
-            for nb in sorted(ready, key=lambda n: -(budget(plan.profile, n.stem) or 0))[:slots - len(running)]:
-                pending.remove(nb)
-                tmp = plan.notebooks_dir / f".{nb.stem}.running.ipynb"
-                print(f"[{number[nb.stem]}/{len(stems)}] {nb.name} (profile {plan.profile}) started", flush=True)
-                schedule[nb.name] = [round(time.perf_counter() - run_start, 1)]
-                running[pool.submit(execute_notebook, nb, tmp, plan.parameters[nb], kernel)] = (nb, tmp)
-            if not running:
-                break  # a notebook failed: the rest are not started
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                nb, tmp = running.pop(future)
-                try:
-                    seconds, cpu_seconds, error = future.result()
-                except Exception as err:  # the worker itself failed (e.g. the kernel could not start)
-                    seconds, cpu_seconds, error = 0.0, 0.0, f"{type(err).__name__}: {err}"
-                if error is not None:
-                    print(f"[{number[nb.stem]}/{len(stems)}] {nb.name} FAILED", flush=True)
-                    failure = failure or RuntimeError(f"{nb.name}: {error}\n(the partly executed notebook is {tmp})")
-                    continue
-                os.replace(tmp, plan.notebooks_dir / nb.name)
-                times[nb.name], cpu[nb.name] = round(seconds, 1), round(cpu_seconds, 1)
-                done.add(nb.stem)
-                schedule[nb.name].append(round(time.perf_counter() - run_start, 1))
-                render_html(plan.notebooks_dir / nb.name, plan.html_dir / f"{nb.stem}.html")  # not timed
-                print(f"[{number[nb.stem]}/{len(stems)}] {nb.name} done in {times[nb.name]:.0f} s", flush=True)
-                cost = _budgeted_seconds(times[nb.name], cpu[nb.name], side_by_side=slots > 1)
-                warning = _budget_warning(plan.profile, nb.stem, cost, gflops, side_by_side=slots > 1)
-                if warning:
-                    print(warning, flush=True)
+
+    def launch(nb, go):
+        tmp = plan.notebooks_dir / f".{nb.stem}.running.ipynb"
+        future = pool.submit(execute_notebook, nb, tmp, plan.parameters[nb], kernel, go, warm_up)
+        return future, tmp
+
+    def longest_first(candidates):  # already warm first, then by budget
+        return sorted(candidates, key=lambda n: (n.stem not in warming, -(budget(plan.profile, n.stem) or 0)))
+
+    with multiprocessing.get_context("spawn").Manager() as manager, \
+            ProcessPoolExecutor(max_workers=min(slots + 1, len(plan.notebooks)),
+                                mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            while pending or running:
+                if failure is None:
+                    ready = [nb for nb in pending if waits_for[nb.stem] <= done]
+                    for nb in longest_first(ready)[:slots - len(running)]:
+                        pending.remove(nb)
+                        print(f"[{number[nb.stem]}/{len(stems)}] {nb.name} (profile {plan.profile}) started", flush=True)
+                        schedule[nb.name] = [round(time.perf_counter() - run_start, 1)]
+                        if nb.stem in warming:
+                            future, go = warming.pop(nb.stem)
+                            go.put(True)
+                            running[future] = (nb, plan.notebooks_dir / f".{nb.stem}.running.ipynb")
+                        else:
+                            future, tmp = launch(nb, None)
+                            running[future] = (nb, tmp)
+                    # warm the kernel of the notebook that starts next: one whose needs are done or running
+                    soon = done | {nb.stem for nb, _ in running.values()}
+                    upcoming = [nb for nb in pending if nb.stem not in warming and waits_for[nb.stem] <= soon]
+                    if not warming and upcoming and warm_up:
+                        nb = longest_first(upcoming)[0]
+                        go = manager.Queue(maxsize=1)
+                        warming[nb.stem] = (launch(nb, go)[0], go)
+                while rendered:  # while the next notebook runs
+                    executed = rendered.pop(0)
+                    render_html(executed, plan.html_dir / f"{executed.stem}.html")
+                if not running:
+                    break  # a notebook failed: the rest are not started
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    nb, tmp = running.pop(future)
+                    end = time.perf_counter() - run_start
+                    try:
+                        _, cpu_seconds, error = future.result()
+                    except Exception as err:  # the worker itself failed (e.g. the kernel could not start)
+                        cpu_seconds, error = 0.0, f"{type(err).__name__}: {err}"
+                    if error is not None:
+                        print(f"[{number[nb.stem]}/{len(stems)}] {nb.name} FAILED", flush=True)
+                        failure = failure or RuntimeError(f"{nb.name}: {error}\n(the partly executed notebook is {tmp})")
+                        continue
+                    os.replace(tmp, plan.notebooks_dir / nb.name)
+                    schedule[nb.name].append(round(end, 1))
+                    times[nb.name], cpu[nb.name] = round(end - schedule[nb.name][0], 1), round(cpu_seconds, 1)
+                    done.add(nb.stem)
+                    rendered.append(plan.notebooks_dir / nb.name)
+                    print(f"[{number[nb.stem]}/{len(stems)}] {nb.name} done in {times[nb.name]:.0f} s", flush=True)
+                    cost = _budgeted_seconds(times[nb.name], cpu[nb.name], side_by_side=slots > 1)
+                    warning = _budget_warning(plan.profile, nb.stem, cost, gflops, side_by_side=slots > 1)
+                    if warning:
+                        print(warning, flush=True)
+            for executed in rendered:  # the last notebook's
+                render_html(executed, plan.html_dir / f"{executed.stem}.html")
+        finally:  # the run stopped (a failure, an interrupt): kernels started ahead shut down unused
+            for future, go in warming.values():
+                go.put(False)
+                with contextlib.suppress(Exception):  # its own failure is not the run's
+                    future.result()
     if failure is not None:
         raise failure
     wall = time.perf_counter() - run_start
@@ -400,24 +452,56 @@ def needs(stem: str, stems: list[str], *, side_by_side: bool) -> set[str]:
     return set(NEEDS[stem]) if closure <= set(stems) else earlier
 
 
-def execute_notebook(notebook: Path, out: Path, parameters: dict, kernel: str) -> tuple[float, float, str | None]:
+def execute_notebook(notebook: Path, out: Path, parameters: dict, kernel: str, go=None,
+                     warm_up: tuple[str, ...] = ()) -> tuple[float, float, str | None]:
     """Run one notebook with papermill (in a worker process of :func:`execute`); returns its wall seconds,
     the CPU seconds of its kernel and the processes the kernel started, and the error (``"cell N
-    raised E: message"``) or None."""
+    raised E: message"``) or None.
+
+    The kernel starts first and runs ``warm_up`` (lines of code, e.g. :data:`WARM_UP`; an error there is
+    only logged by the kernel, the notebook's own cells then meet it); with ``go`` (a queue), the worker
+    then waits for ``go.get()``: True runs the notebook, False shuts the kernel down unused."""
     import papermill as pm
 
     adopts = _adopt_orphans()
-    start, cpu_start = time.perf_counter(), children_cpu_seconds()
-    error = None
+    cpu_start = children_cpu_seconds()
+    km = start_kernel(kernel, notebook.parent, warm_up)
+    error, seconds = None, 0.0
     try:
-        pm.execute_notebook(str(notebook), str(out), parameters=parameters, kernel_name=kernel,
-                            cwd=str(notebook.parent), progress_bar=False, log_output=False, report_mode=False)
-    except pm.PapermillExecutionError as err:
-        error = f"cell {err.exec_count} raised {err.ename}: {err.evalue}"
-    seconds = time.perf_counter() - start
+        if go is not None and not go.get():
+            return 0.0, 0.0, "not run: the run stopped"
+        start = time.perf_counter()
+        try:
+            pm.execute_notebook(str(notebook), str(out), parameters=parameters, kernel_name=kernel, km=km,
+                                cwd=str(notebook.parent), progress_bar=False, log_output=False, report_mode=False)
+        except pm.PapermillExecutionError as err:
+            error = f"cell {err.exec_count} raised {err.ename}: {err.evalue}"
+        seconds = time.perf_counter() - start
+    finally:
+        km.shutdown_kernel(now=False)
     if adopts:
         _reap_orphans()
     return seconds, children_cpu_seconds() - cpu_start, error
+
+
+def start_kernel(kernel: str, cwd: Path, warm_up: tuple[str, ...] = (), timeout: float = 120.0):
+    """A started Jupyter kernel (``jupyter_client.KernelManager``) in ``cwd`` that has executed ``warm_up``
+    (IPython's ``exec_lines``: before the kernel answers, without an execution count or an output in the
+    notebook) and is ready for papermill (``execute_notebook(..., km=...)``)."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name=kernel)
+    km.start_kernel(cwd=str(cwd), extra_arguments=[f"--IPKernelApp.exec_lines={list(warm_up)!r}"] if warm_up else [])
+    client = km.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=timeout)
+    except RuntimeError:
+        km.shutdown_kernel(now=True)
+        raise
+    finally:
+        client.stop_channels()
+    return km
 
 
 def _adopt_orphans() -> bool:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import multiprocessing
 import sys
 
-__all__ = ["PRELOAD", "worker_context"]
+__all__ = ["PRELOAD", "start_fork_server", "worker_context"]
 
 #: What the fork server imports once for all its workers (torch, NumPy, pandas, the models and data).
 PRELOAD = ("twostream_lib.experiments",)
@@ -34,3 +34,15 @@ def worker_context() -> multiprocessing.context.BaseContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOAD))  # read when the server starts, the first time a pool needs it
     return context
+
+
+def start_fork_server() -> None:
+    """Start this process's fork server now rather than when its first pool needs it (Linux; elsewhere
+    nothing): ``run_all`` does it in the kernel of the next notebook while the current one runs
+    (``runner.WARM_UP``), so that the server's imports overlap that notebook instead of delaying the
+    first pool. The server is the one :func:`worker_context`'s pools use."""
+    if sys.platform.startswith("linux"):
+        from multiprocessing import forkserver
+
+        worker_context()  # its preload list
+        forkserver.ensure_running()
