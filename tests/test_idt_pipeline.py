@@ -108,6 +108,34 @@ def test_parallel_extraction_matches_serial(tmp_path, toy_videos):
                                       load_descriptors(tmp_path / "b", it.name)["mbhx"])
 
 
+AFTER_SERIAL = """\
+import sys
+from pathlib import Path
+from twostream_lib.data.splits import VideoItem
+from twostream_lib.idt.pipeline import extract_descriptors
+from twostream_lib.idt.trajectories import DTParams
+root, out, *relpaths = sys.argv[1:]
+items = [VideoItem(Path(r).stem, 0, Path(r).parent.name, r) for r in relpaths]
+extract_descriptors(root, items[:1], Path(out, "serial"), params=DTParams(), workers=1, progress=False)
+report = extract_descriptors(root, items[1:], Path(out, "pool"), params=DTParams(), workers=2, progress=False)
+print(sorted(report.done))
+"""
+
+
+def test_workers_started_after_an_extraction_in_this_process_do_not_hang(tmp_path, toy_videos):
+    """A process that has run OpenCV's thread pool (an improved-trajectory extraction with workers=1) then
+    starts a pool: its workers come from the fork server, not a fork of it (a forked child hung forever
+    in its first OpenCV call)."""
+    import subprocess
+    import sys
+
+    root, items = toy_videos
+    run = subprocess.run([sys.executable, "-c", AFTER_SERIAL, str(root), str(tmp_path), *(i.relpath for i in items[:3])],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == repr(sorted(i.name for i in items[1:3]))
+
+
 def test_corrupt_or_missing_video_raises_data_error_naming_the_file(tmp_path, toy_videos):
     root, items = toy_videos
     bad = tmp_path / "Right" / "v_Right_g09_c01.avi"

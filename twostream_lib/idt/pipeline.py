@@ -47,6 +47,7 @@ import numpy as np
 
 from twostream_lib.errors import ConfigError, DataError
 from twostream_lib.files import atomic_write
+from twostream_lib.workers import worker_context
 
 from .descriptors import DESCRIPTOR_TYPES
 from .fisher import FisherEncoder, fit_fisher_encoder, svm_scores, train_svm
@@ -346,9 +347,11 @@ def extract_descriptors(source, videos: Sequence, cache_dir: str | Path, *, para
                 except Exception as e:
                     raise ConfigError("extract_descriptors: this frame store object cannot be sent to "
                                       f"worker processes ({e}); pass its root folder or workers=1") from e
-            # the platform's default start method (fork on Linux): no ``if __name__ == "__main__"``
-            # guard needed in scripts; the workers only run OpenCV/NumPy, single-threaded
-            with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), initializer=_init_worker) as pool:
+            # the library's fork server (spawn off Linux), not a fork of this process: a child forked
+            # after this process ran OpenCV's thread pool (an extraction with workers=1 before) hung
+            # forever in its first cv2 call; the workers only run OpenCV/NumPy, single-threaded
+            with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=worker_context(),
+                                     initializer=_init_worker) as pool:
                 futures = [pool.submit(_extract_task, t) for t in tasks]
                 for fut in as_completed(futures):
                     results.append(fut.result())
