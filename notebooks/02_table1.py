@@ -108,7 +108,7 @@ import pandas as pd
 from twostream_lib import plots
 
 classes = data.split(cfg.split).classes
-folders = result.run_folders(cfg)
+folders = result.folders
 towers = plots.read_metrics(folders[folders.key == "sum@softmax"])
 plots.show(plots.training_curves(towers.assign(tower=towers.role + ", " + towers.backbone), hue="tower",
                                  title="the two towers (late fusion averages their predictions)"))

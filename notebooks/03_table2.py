@@ -87,7 +87,7 @@ import pandas as pd
 from twostream_lib import plots
 
 classes = data.split(cfg.split).classes
-folders = result.run_folders(cfg)
+folders = result.folders
 plots.show(plots.training_curves(plots.read_metrics(folders)))
 
 # %% [markdown]

@@ -88,7 +88,7 @@ from twostream_lib import plots
 
 classes = data.split(cfg.split).classes
 ran = result.frame[result.frame.ours_acc.notna()].set_index("key")
-folders = result.run_folders(cfg)
+folders = result.folders
 towers = plots.read_metrics(folders[~folders.key.str.startswith("late/")])
 ceilings = {"ceiling, one frame": ran.ceiling.get("spatial/vgg_m_2048"),
             "ceiling, flow stacks": ran.ceiling.get("temporal/vgg_m_2048")}

@@ -91,7 +91,7 @@ from twostream_lib import plots
 from twostream_lib.data.synthetic import class_families
 
 classes = data.split(cfg.split).classes
-folders = result.run_folders(cfg)
+folders = result.folders
 plots.show(plots.training_curves(plots.read_metrics(folders[folders.role == "fusion head"])))
 
 # %% [markdown]

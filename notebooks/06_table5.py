@@ -87,7 +87,7 @@ import pandas as pd
 from twostream_lib import plots
 
 classes = data.split(splits[0]).classes
-folders = result.run_folders(cfg, splits)
+folders = result.folders
 heads = plots.read_metrics(folders[folders.role == "fusion head"])
 hue = "split" if len(splits) > 1 else "seed"
 plots.show(plots.training_curves(heads.assign(**{hue: heads[hue].astype(str)}), hue=hue,

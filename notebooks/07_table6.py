@@ -86,7 +86,7 @@ from twostream_lib import plots
 from twostream_lib.idt.pipeline import late_fuse_idt
 
 classes = data.split(splits[0]).classes
-folders = result.run_folders(cfg, splits)
+folders = result.folders
 plots.show(plots.training_curves(plots.read_metrics(folders[folders.key == ex.OURS.key])))
 
 # %% [markdown]

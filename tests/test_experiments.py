@@ -1,5 +1,6 @@
 """Findings and uncertainty: the logic that decides what a notebook calls HELD."""
 import numpy as np
+import pandas as pd
 import pytest
 
 from twostream_lib import experiments as ex
@@ -245,3 +246,47 @@ def test_the_runs_towers_are_listed_once_the_longest_first():
     assert len(paper) == len(set(paper)) == 8
     assert {j for j in paper if j[2] != 1} == {("demo_deep", "spatial", k, 0) for k in (2, 3)} | {
         ("demo_shallow", "temporal", k, 0) for k in (2, 3)}
+
+
+def test_row_builders_list_the_run_folder_of_every_model_they_used(tmp_path, monkeypatch):
+    """TableResult.folders: the builders record each head and tower as they run it (the notebooks' training
+    curves read those folders), with the seeds and splits each row really ran."""
+    from types import SimpleNamespace
+
+    from twostream_lib.experiments import TABLES, rows
+
+    cfg = ex.load_profile("demo", results_dir=str(tmp_path))  # run_dir writes settings.json: keep it in tmp
+    fake = SimpleNamespace()
+    monkeypatch.setattr(rows, "train_heads", lambda *a, **kw: None)
+    monkeypatch.setattr(rows, "run_fusion", lambda cfg, data, v, **kw: (fake, None))
+    monkeypatch.setattr(rows, "family_row", lambda key, *a, **kw: key)
+    monkeypatch.setattr(rows, "train_streams", lambda cfg, data, backbone, split: SimpleNamespace(split=split))
+    monkeypatch.setattr(rows, "stream_scores", lambda *a, **kw: fake)
+    monkeypatch.setattr(rows, "late_fusion", lambda *a, **kw: fake)
+    monkeypatch.setattr(rows, "idt_scores", lambda *a, **kw: fake)
+    monkeypatch.setattr(rows, "late_fuse_idt", lambda *a, **kw: fake)
+
+    def folders(table, splits=(1,)):
+        trained = []
+        TABLES[table].rows(cfg, None, TABLES[table], tuple(splits), runs={}, trained=trained)
+        return pd.DataFrame(trained, columns=list(rows.FOLDER_COLUMNS))
+
+    table1 = folders("table1")
+    assert all(str(f).startswith(str(tmp_path)) for f in table1.folder)
+    late = table1[table1.key == "sum@softmax"]
+    assert list(late.role) == ["spatial tower", "temporal tower"] and set(late.backbone) == {cfg.backbone}
+    heads = table1[table1.role == "fusion head"]
+    assert (heads.groupby("key").size() == len(cfg.seeds)).all() and list(heads.seed[:len(cfg.seeds)]) == list(cfg.seeds)
+    assert heads.key.nunique() == 8  # Table 1's rows other than late fusion
+    assert heads.folder.iloc[0] == rows.fusion_dir(cfg, TABLES["table1"].variants[1], 1, cfg.seeds[0])
+
+    table3 = folders("table3", splits=(1, 2))
+    assert set(table3.key) == {f"{s}/{b}" for s in ("spatial", "temporal", "late") for b in ("vgg_m_2048", "vgg16")}
+    assert set(table3[table3.key == "temporal/vgg16"].backbone) == {cfg.deep_backbone}
+    assert len(table3[table3.key == "late/vgg16"]) == 2 * 2  # two towers on each of two splits
+
+    table6 = folders("table6", splits=(1, 2))
+    assert set(table6.key) == {ex.OURS.key, "ours+idt/S:vgg16,T:vgg_m"} and set(table6.split) == {1, 2}
+    assert len(table6) == 2 * 2  # several splits: one seed per split, as the row builder tests them
+    table5 = folders("table5")
+    assert list(table5.role) == ["spatial tower", "temporal tower"] + ["fusion head"] * len(cfg.seeds)

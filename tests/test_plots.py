@@ -246,30 +246,13 @@ def test_probabilities_figure():
 # ----------------------------------------------------------------------------- what the notebooks read
 
 
-def test_table_result_accuracies_and_run_folders(tmp_path):
-    from twostream_lib.config import load_profile
-    from twostream_lib.experiments import OURS, TableResult
+def test_table_result_accuracies(tmp_path):
+    from twostream_lib.experiments import TableResult
 
-    cfg = load_profile("demo", results_dir=str(tmp_path))  # run_dir writes settings.json: keep it in tmp
     labels = np.array([0, 1, 2, 3])
     right, half = scores(labels, labels, 4), scores(labels, np.array([0, 1, 0, 0]), 4)
     result = TableResult("table1", pd.DataFrame(), [], "", runs={"sum@softmax": [right], "conv@relu5": [right, half]})
     acc = result.accuracies()
     assert acc.to_dict("list") == {"key": ["sum@softmax", "conv@relu5", "conv@relu5"], "run": [0, 0, 1],
                                    "accuracy": [100.0, 100.0, 50.0]}
-
-    folders = result.run_folders(cfg)
-    assert all(str(f).startswith(str(tmp_path)) for f in folders["folder"])
-    late = folders[folders.key == "sum@softmax"]
-    assert list(late.role) == ["spatial tower", "temporal tower"] and set(late.backbone) == {cfg.backbone}
-    heads = folders[folders.role == "fusion head"]
-    assert (heads.groupby("key").size() == len(cfg.seeds)).all() and list(heads.seed[:len(cfg.seeds)]) == list(cfg.seeds)
-    assert heads.key.nunique() == 8  # Table 1's rows other than late fusion
-
-    streams = TableResult("table3", pd.DataFrame(), [], "").run_folders(cfg)
-    assert set(streams.key) == {f"{s}/{b}" for s in ("spatial", "temporal", "late") for b in ("vgg_m_2048", "vgg16")}
-    assert set(streams[streams.key == "temporal/vgg16"].backbone) == {cfg.deep_backbone}
-
-    idt = TableResult("table6", pd.DataFrame(), [], "").run_folders(cfg, splits=[1, 2])
-    assert set(idt.key) == {OURS.key, "ours+idt/S:vgg16,T:vgg_m"} and set(idt.split) == {1, 2}
-    assert len(idt) == 2 * 2  # several splits: one seed per split, as the row builder
+    assert list(result.folders.columns) == ["key", "role", "backbone", "split", "seed", "folder"]

@@ -334,7 +334,7 @@ def probabilities_figure(probs: Mapping[str, np.ndarray], classes: Sequence[str]
 
 def read_metrics(folders: pd.DataFrame) -> pd.DataFrame:
     """The ``metrics.csv`` (one line per epoch: ``epoch``, ``train_loss``, ``train_acc``, ...) of every run
-    folder in ``folders`` (a frame with a ``folder`` column, e.g. ``TableResult.run_folders``), each line
+    folder in ``folders`` (a frame with a ``folder`` column, e.g. ``TableResult.folders``), each line
     with its folder's other columns; folders without ``metrics.csv`` are left out."""
     parts = []
     for line in folders.to_dict("records"):

@@ -40,7 +40,7 @@ from .rows import (
     fusion_rows,
     idt_rows,
     idt_scores,
-    run_folders,
+    FOLDER_COLUMNS,
     stream_rows,
 )
 from .streams import train_towers
@@ -57,7 +57,7 @@ class TableSpec:
 
     name: str  # "table1" .. "table6": also the paper's table (twostream_lib.paper) and the output file
     title: str
-    rows: Rows  # (cfg, data, spec, splits) -> [ResultRow]
+    rows: Rows  # (cfg, data, spec, splits, *, runs, trained) -> [ResultRow]; fills runs and trained
     claims: tuple[Claim, ...] = ()
     variants: tuple[Variant, ...] = ()  # the fusion rows, for tables built by fusion_rows
     param_counts: bool = False  # show the paper's #layers / #parameters beside ours (Tables 1, 2)
@@ -73,6 +73,9 @@ class TableResult:
     markdown: str
     paths: tuple[Path, ...] = ()
     runs: dict = field(default_factory=dict)  # row key -> [VideoScores], for confusion matrices
+    # the run folder of every model the rows used, one line each (rows.FOLDER_COLUMNS), in the order
+    # they ran: a row's heads split by split and seed by seed, as in ``runs``; a late-fusion row's two towers
+    folders: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(FOLDER_COLUMNS)))
 
     def show(self) -> Markdown:
         return Markdown(self.markdown)
@@ -88,11 +91,6 @@ class TableResult:
         return pd.DataFrame([{"key": key, "run": i, "accuracy": 100.0 * accuracy(s)}
                              for key, scores in self.runs.items() for i, s in enumerate(scores)],
                             columns=["key", "run", "accuracy"])
-
-    def run_folders(self, cfg: Profile, splits=None) -> pd.DataFrame:
-        """The run folders (``metrics.csv``, ``config.json``) of the models trained for each row: see
-        :func:`.rows.run_folders`."""
-        return run_folders(TABLES[self.table], cfg, splits)
 
 
 # ---- the tables -----------------------------------------------------------------------------------
@@ -219,8 +217,8 @@ def run_table(cfg: Profile, data: DataBundle, table: str, *, splits=None) -> Tab
     spec = TABLES[table]
     splits = tuple(splits or (cfg.split,))
     train_towers(cfg, data, tower_jobs(cfg, spec, splits))  # side by side where the profile allows
-    runs: dict = {}
-    rows = spec.rows(cfg, data, spec, splits, runs=runs)
+    runs, trained = {}, []
+    rows = spec.rows(cfg, data, spec, splits, runs=runs, trained=trained)
     frame = tables.build_table(table, rows, profile=cfg.name, dataset=data.dataset,
                                split=",".join(map(str, splits)), paper_dataset=paper_dataset(data),
                                paper_counts=counts(parameter_rows(spec)) if spec.param_counts else None)
@@ -233,7 +231,8 @@ def run_table(cfg: Profile, data: DataBundle, table: str, *, splits=None) -> Tab
              "\n\nFindings:\n" + format_findings(findings))
     paths = tables.write_table(frame, cfg.results_path, title=spec.title, notes=notes)
     paths += (write_findings(cfg.results_path, table, spec.title, findings, profile=cfg.name, dataset=data.dataset),)
-    return TableResult(table, frame, findings, tables.to_markdown(frame, title=spec.title, notes=""), paths, runs)
+    return TableResult(table, frame, findings, tables.to_markdown(frame, title=spec.title, notes=""), paths, runs,
+                       pd.DataFrame(trained, columns=list(FOLDER_COLUMNS)))
 
 
 def _check_registry() -> None:

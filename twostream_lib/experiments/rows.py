@@ -3,8 +3,9 @@
 The row builders (:func:`fusion_rows`, :func:`stream_rows`, :func:`final_rows`, :func:`idt_rows`) run a
 :class:`~.registry.TableSpec`'s rows for a profile and return :class:`~twostream_lib.tables.ResultRow` s
 with their test scores; :func:`reach` adds the chance level, the data card's ceiling of the row's
-model family and its accuracy per class family (synthetic data). :func:`run_folders` names the run
-folders those rows train in, for the notebooks' training curves.
+model family and its accuracy per class family (synthetic data). Each builder also lists, in ``trained``,
+the run folder of every model its rows used, as it runs them (:data:`FOLDER_COLUMNS`; the notebooks'
+training curves read their ``metrics.csv``).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from .registry import TableSpec
 
 __all__ = ["OURS", "OURS_LATE", "TEMPORAL", "model_family", "reach", "family_row", "fusion_rows", "stream_rows",
-           "final_rows", "idt_rows", "idt_scores", "run_folders"]
+           "final_rows", "idt_rows", "idt_scores", "FOLDER_COLUMNS"]
 
 
 # ---- what each row can reach -----------------------------------------------------------------------
@@ -86,13 +87,39 @@ def family_row(key: str, label: str, runs: list, data: DataBundle, family: str, 
 
 # ---- row builders ---------------------------------------------------------------------------------
 
+#: The columns of a builder's ``trained`` lines: a row's key, the model's role ("fusion head", "spatial
+#: tower", "temporal tower"), its backbone(s), split, seed and run folder (``metrics.csv``, ``config.json``).
+FOLDER_COLUMNS = ("key", "role", "backbone", "split", "seed", "folder")
+
+
+def _towers_used(cfg: Profile, key: str, spatial: str, temporal: str, split: int,
+                 which=("spatial", "temporal")) -> list[tuple]:
+    """``trained`` lines of the towers a row reads (the profile's first seed, as ``train_stream``)."""
+    return [(key, f"{stream} tower", bb, split, cfg.seeds[0], stream_dir(cfg, bb, stream, split, cfg.seeds[0]))
+            for stream, bb in (("spatial", spatial), ("temporal", temporal)) if stream in which]
+
+
+def _head_used(cfg: Profile, key: str, v: Variant, split: int, seed: int) -> tuple:
+    """The ``trained`` line of one fusion head a row tested."""
+    return (key, "fusion head", f"{backbone_name(cfg, v.spatial)}+{backbone_name(cfg, v.temporal_tower)}",
+            split, seed, fusion_dir(cfg, v, split, seed))
+
+
+def _used(cfg: Profile, key: str, v: Variant, split: int, seed: int) -> list[tuple]:
+    """What one run of a fusion row used: its head, or, for late fusion, the two towers it averages."""
+    if v.late:
+        return _towers_used(cfg, key, backbone_name(cfg, v.spatial), backbone_name(cfg, v.temporal_tower), split)
+    return [_head_used(cfg, key, v, split, seed)]
+
+
 
 def ran_label(label: str, cfg: Profile, variant: Variant) -> str:
     """What a fusion row actually ran: its label and the two towers' backbones."""
     return f"{label} (S: {backbone_name(cfg, variant.spatial)}, T: {backbone_name(cfg, variant.temporal_tower)})"
 
 
-def fusion_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, *, runs: dict) -> list:
+def fusion_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, *, runs: dict,
+                trained: list) -> list:
     """One row per variant: its heads trained with every seed on every split (late fusion: one run)."""
     rows = []
     layers = tuple(v.layers[0] for v in spec.variants if not v.late and v.clip_length(cfg) == 1)
@@ -104,6 +131,7 @@ def fusion_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, 
             for seed in (cfg.seeds if not v.late else cfg.seeds[:1]):
                 s, model = run_fusion(cfg, data, v, split=split, seed=seed, share_layers=layers)
                 scores.append(s)
+                trained.extend(_used(cfg, v.key, v, split, seed))
                 if model is not None:
                     params = sum(p.numel() for p in model.parameters()) / 1e6
         runs[v.key] = scores
@@ -112,7 +140,8 @@ def fusion_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, 
     return rows
 
 
-def stream_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, *, runs: dict) -> list:
+def stream_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, *, runs: dict,
+                trained: list) -> list:
     """Table 3: each stream and their late fusion, for the shallow and the deep backbone."""
     rows = []
     for which, paper_name in (("shallow", "vgg_m_2048"), ("deep", "vgg16")):
@@ -121,9 +150,11 @@ def stream_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, 
         for stream in ("spatial", "temporal"):
             key = f"{stream}/{paper_name}"
             runs[key] = [stream_scores(cfg, data, st, stream) for st in per_split]
+            trained.extend(line for st in per_split for line in _towers_used(cfg, key, bb, bb, st.split, (stream,)))
             rows.append(family_row(key, f"{stream.title()}, {bb}", runs[key], data, model_family(stream=stream)))
         key = f"late/{paper_name}"
         runs[key] = [late_fusion(cfg, data, st, st) for st in per_split]
+        trained.extend(line for st in per_split for line in _towers_used(cfg, key, bb, bb, st.split))
         rows.append(family_row(key, f"Late fusion, {bb}", runs[key], data, model_family(stream="late")))
     return rows
 
@@ -140,15 +171,19 @@ def final_seeds(cfg: Profile, variant: Variant, splits: tuple) -> tuple[int, ...
     return cfg.seeds if len(splits) == 1 and not variant.late else cfg.seeds[:1]
 
 
-def final_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, *, runs: dict) -> list:
+def final_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, *, runs: dict,
+               trained: list) -> list:
     """Table 5: the proposed architecture (Sec. 3.4) vs late fusion of the same towers, per split,
     tested with the final protocol (Sec. 4.6); mean over the splits."""
     rows = []
     train_heads(cfg, data, [(OURS, k, seed, cfg.final_test_clips) for k in splits for seed in final_seeds(cfg, OURS, splits)])
     for v in (OURS_LATE, OURS):
         # one head per split (their spread enters the standard error); on one split, every seed's
-        runs[v.key] = [run_fusion(cfg, data, v, split=k, seed=seed, clips=cfg.final_test_clips)[0]
-                       for k in splits for seed in final_seeds(cfg, v, splits)]
+        runs[v.key] = []
+        for k in splits:
+            for seed in final_seeds(cfg, v, splits):
+                runs[v.key].append(run_fusion(cfg, data, v, split=k, seed=seed, clips=cfg.final_test_clips)[0])
+                trained.extend(_used(cfg, v.key, v, k, seed))
         rows.append(family_row(v.key, ran_label(v.label, cfg, v), runs[v.key], data, model_family(v)))
     return rows
 
@@ -165,7 +200,8 @@ def idt_scores(cfg: Profile, data: DataBundle, split: int):
                               progress=False)
 
 
-def idt_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, *, runs: dict) -> list:
+def idt_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, *, runs: dict,
+             trained: list) -> list:
     """Table 6: IDT alone, the ConvNet alone, and their late fusion: SVM scores averaged with the
     ConvNet's pre-softmax predictions, each standardised per video first (Sec. 4.6)."""
     idt, convnet, fused = [], [], []
@@ -176,6 +212,7 @@ def idt_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, *, 
             idt.append(i)
             convnet.append(c)
             fused.append(late_fuse_idt(c, i))
+            trained.extend(_head_used(cfg, key, OURS, k, seed) for key in (OURS.key, "ours+idt/S:vgg16,T:vgg_m"))
     runs.update({"idt": idt, OURS.key: convnet, "ours+idt/S:vgg16,T:vgg_m": fused})
     # IDT's descriptors (HOG, HOF, MBH) see grey frames, in which every object has one luminance, pooled
     # without order: shapes without their colours, and the set of motions
@@ -183,49 +220,3 @@ def idt_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, *, 
             family_row(OURS.key, ran_label(OURS.label, cfg, OURS), convnet, data, synthetic.CONV3D_FAMILY),
             family_row("ours+idt/S:vgg16,T:vgg_m", ran_label("Ours + IDT", cfg, OURS), fused, data,
                        synthetic.CONV3D_FAMILY)]
-
-
-def run_folders(spec: TableSpec, cfg: Profile, splits=None) -> pd.DataFrame:
-    """The run folders (``metrics.csv``, ``config.json``) of the models trained for each row, one line
-    per model: ``key``, ``role`` ("fusion head", "spatial tower" or "temporal tower"), ``backbone``,
-    ``split``, ``seed``, ``folder``. A row's fusion heads come in the order of ``runs[key]``; a
-    late-fusion row lists the two towers it averages; IDT has none. ``splits``: those the table ran on
-    (default: the profile's split). The folders are named as the row builders name them; a folder
-    that was never trained is listed all the same (``folder / "metrics.csv"`` then does not exist)."""
-    splits = tuple(splits or (cfg.split,))
-    lines = []
-
-    def towers(key: str, spatial: str, temporal: str, split: int, which=("spatial", "temporal")) -> None:
-        for stream, bb in zip(("spatial", "temporal"), (spatial, temporal)):
-            if stream in which:
-                lines.append((key, f"{stream} tower", bb, split, cfg.seeds[0],
-                              stream_dir(cfg, bb, stream, split, cfg.seeds[0])))
-
-    def head(key: str, v: Variant, split: int, seed: int) -> None:
-        lines.append((key, "fusion head", f"{backbone_name(cfg, v.spatial)}+{backbone_name(cfg, v.temporal_tower)}",
-                      split, seed, fusion_dir(cfg, v, split, seed)))
-
-    for split in splits:
-        if spec.rows is fusion_rows:
-            for v in spec.variants:
-                if v.late:
-                    towers(v.key, backbone_name(cfg, v.spatial), backbone_name(cfg, v.temporal_tower), split)
-                else:
-                    for seed in cfg.seeds:
-                        head(v.key, v, split, seed)
-        elif spec.rows is stream_rows:
-            for which, paper_name in (("shallow", "vgg_m_2048"), ("deep", "vgg16")):
-                bb = backbone_name(cfg, which)
-                for stream in ("spatial", "temporal"):
-                    towers(f"{stream}/{paper_name}", bb, bb, split, which=(stream,))
-                towers(f"late/{paper_name}", bb, bb, split)
-        elif spec.rows is final_rows:
-            towers(OURS_LATE.key, backbone_name(cfg, OURS_LATE.spatial),
-                   backbone_name(cfg, OURS_LATE.temporal_tower), split)
-            for seed in final_seeds(cfg, OURS, splits):
-                head(OURS.key, OURS, split, seed)
-        elif spec.rows is idt_rows:
-            for seed in final_seeds(cfg, OURS, splits):
-                head(OURS.key, OURS, split, seed)
-                head("ours+idt/S:vgg16,T:vgg_m", OURS, split, seed)
-    return pd.DataFrame(lines, columns=["key", "role", "backbone", "split", "seed", "folder"])
