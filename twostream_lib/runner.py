@@ -34,9 +34,10 @@ Reading without running: right after a notebook has run, its executed copy is re
 base64 PNG, so one file is the whole page): a run that stops part-way still has the pages of the
 notebooks that ran. See ``docs/notebooks.md``.
 
-Timing: wall seconds per notebook go to ``<folder>/benchmarks/run_all_<profile>.json`` (kept out of the
-notebooks themselves, so that their checked outputs stay free of timings), beside the CPU seconds of
-each notebook's processes, the machine's speed measured at the start (:func:`twostream_lib.arithmetic.matmul_gflops`,
+Timing: wall seconds per notebook, from the moment it may start (its kernel started and imported the
+library during the notebook before: :data:`WARM_UP`), go to ``<folder>/benchmarks/run_all_<profile>.json``
+(kept out of the notebooks themselves, so that their checked outputs stay free of timings), beside the CPU
+seconds of each notebook's processes, the machine's speed measured at the start (:func:`twostream_lib.arithmetic.matmul_gflops`,
 2 threads, float32) and again at the end, and the seconds normalised to a machine whose probe reads
 :data:`REFERENCE_GFLOPS` (seconds x probe / 110). A shared machine can run slower for a while than its
 probe says (the probe keeps the best of 20 products); the CPU seconds of the same work then grow.
