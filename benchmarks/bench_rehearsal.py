@@ -5,7 +5,8 @@ initialisation, feature caches memory-mapped on disk) with one pass of each trai
 generated rehearsal set in UCF101's layout and size (:mod:`twostream_lib.data.rehearsal`: 320 x 240
 videos, frames at 341 x 256, OpenCV's TV-L1). This script
 
-1. makes the rehearsal set (timed: frames and TV-L1 flow),
+1. makes the rehearsal set (timed: frames and TV-L1 flow; the record says whether it was made or an earlier run's
+   was reused),
 2. asks ``plan`` (:func:`twostream_lib.plan.make_plan`) for every notebook's feature-cache and
    checkpoint bytes on that data, before anything is trained,
 3. runs the notebooks one at a time through ``./run_all.sh --profile smoke --only <notebook>`` from an
@@ -56,6 +57,9 @@ def main(argv=None) -> int:
     shutil.rmtree(folder / "runs", ignore_errors=True)  # from nothing: every tower, head and cache anew
 
     from twostream_lib import experiments as ex
+    from twostream_lib.data.rehearsal import RECORD
+
+    reused = (cfg.data_dir / "ucf101" / RECORD).exists()  # then data_seconds times only the check
     t0 = time.perf_counter()
     ex.prepare_data(cfg)  # the rehearsal set (kept when it is already there with these parameters)
     data_seconds = time.perf_counter() - t0
@@ -88,6 +92,7 @@ def main(argv=None) -> int:
         "profile": {k: getattr(cfg, k) for k in ("backbone", "deep_backbone", "rehearsal_classes", "rehearsal_frames",
                                                  "T", "batch_size", "feature_epochs", "feature_cache", "final_test_clips")},
         "data_seconds": round(data_seconds, 1),
+        "data": "reused (made by an earlier run with the same parameters)" if reused else "made by this run",
         "notebooks": notebooks,
         "total_seconds": round(data_seconds + sum(n["seconds"] for n in notebooks), 1),
         "cache_within_10_percent": ok,
