@@ -349,14 +349,13 @@ def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = No
     done: set[str] = set()  # stems
     rendered: list[Path] = []  # executed notebooks whose HTML is still to write
     pending, failure = list(plan.notebooks), None
-    warming: dict = {}  # stem -> its future, its go queue: a kernel started ahead of its notebook
+    warming: dict = {}  # stem -> (its future, its temporary output, its go queue): a kernel started ahead
     running: dict = {}  # future -> (notebook, its temporary output)
     run_start = time.perf_counter()
 
-    def launch(nb, go):
+    def launch(nb, go=None):
         tmp = plan.notebooks_dir / f".{nb.stem}.running.ipynb"
-        future = pool.submit(execute_notebook, nb, tmp, plan.parameters[nb], kernel, go, warm_up)
-        return future, tmp
+        return pool.submit(execute_notebook, nb, tmp, plan.parameters[nb], kernel, go, warm_up), tmp
 
     def longest_first(candidates):  # already warm first, then by budget
         return sorted(candidates, key=lambda n: (n.stem not in warming, -(budget(plan.profile, n.stem) or 0)))
@@ -373,19 +372,18 @@ def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = No
                         print(f"[{number[nb.stem]}/{len(stems)}] {nb.name} (profile {plan.profile}) started", flush=True)
                         schedule[nb.name] = [round(time.perf_counter() - run_start, 1)]
                         if nb.stem in warming:
-                            future, go = warming.pop(nb.stem)
+                            future, tmp, go = warming.pop(nb.stem)
                             go.put(True)
-                            running[future] = (nb, plan.notebooks_dir / f".{nb.stem}.running.ipynb")
                         else:
-                            future, tmp = launch(nb, None)
-                            running[future] = (nb, tmp)
+                            future, tmp = launch(nb)
+                        running[future] = (nb, tmp)
                     # warm the kernel of the notebook that starts next: one whose needs are done or running
                     soon = done | {nb.stem for nb, _ in running.values()}
                     upcoming = [nb for nb in pending if nb.stem not in warming and waits_for[nb.stem] <= soon]
                     if not warming and upcoming and warm_up:
                         nb = longest_first(upcoming)[0]
                         go = manager.Queue(maxsize=1)
-                        warming[nb.stem] = (launch(nb, go)[0], go)
+                        warming[nb.stem] = (*launch(nb, go), go)
                 while rendered:  # while the next notebook runs
                     executed = rendered.pop(0)
                     render_html(executed, plan.html_dir / f"{executed.stem}.html")
@@ -396,7 +394,7 @@ def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = No
                     nb, tmp = running.pop(future)
                     end = time.perf_counter() - run_start
                     try:
-                        _, cpu_seconds, error = future.result()
+                        cpu_seconds, error = future.result()
                     except Exception as err:  # the worker itself failed (e.g. the kernel could not start)
                         cpu_seconds, error = 0.0, f"{type(err).__name__}: {err}"
                     if error is not None:
@@ -416,7 +414,7 @@ def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = No
             for executed in rendered:  # the last notebook's
                 render_html(executed, plan.html_dir / f"{executed.stem}.html")
         finally:  # the run stopped (a failure, an interrupt): kernels started ahead shut down unused
-            for future, go in warming.values():
+            for future, _, go in warming.values():
                 go.put(False)
                 with contextlib.suppress(Exception):  # its own failure is not the run's
                     future.result()
@@ -454,10 +452,10 @@ def needs(stem: str, stems: list[str], *, side_by_side: bool) -> set[str]:
 
 
 def execute_notebook(notebook: Path, out: Path, parameters: dict, kernel: str, go=None,
-                     warm_up: tuple[str, ...] = ()) -> tuple[float, float, str | None]:
-    """Run one notebook with papermill (in a worker process of :func:`execute`); returns its wall seconds,
-    the CPU seconds of its kernel and the processes the kernel started, and the error (``"cell N
-    raised E: message"``) or None.
+                     warm_up: tuple[str, ...] = ()) -> tuple[float, str | None]:
+    """Run one notebook with papermill (in a worker process of :func:`execute`, which times it); returns the
+    CPU seconds of its kernel and the processes the kernel started, and the error (``"cell N raised E:
+    message"``) or None.
 
     The kernel starts first and runs ``warm_up`` (lines of code, e.g. :data:`WARM_UP`; an error there is
     only logged by the kernel, the notebook's own cells then meet it); with ``go`` (a queue), the worker
@@ -467,22 +465,20 @@ def execute_notebook(notebook: Path, out: Path, parameters: dict, kernel: str, g
     adopts = _adopt_orphans()
     cpu_start = children_cpu_seconds()
     km = start_kernel(kernel, notebook.parent, warm_up)
-    error, seconds = None, 0.0
+    error = None
     try:
         if go is not None and not go.get():
-            return 0.0, 0.0, "not run: the run stopped"
-        start = time.perf_counter()
+            return 0.0, "not run: the run stopped"
         try:
             pm.execute_notebook(str(notebook), str(out), parameters=parameters, kernel_name=kernel, km=km,
                                 cwd=str(notebook.parent), progress_bar=False, log_output=False, report_mode=False)
         except pm.PapermillExecutionError as err:
             error = f"cell {err.exec_count} raised {err.ename}: {err.evalue}"
-        seconds = time.perf_counter() - start
     finally:
         km.shutdown_kernel(now=False)
     if adopts:
         _reap_orphans()
-    return seconds, children_cpu_seconds() - cpu_start, error
+    return children_cpu_seconds() - cpu_start, error
 
 
 def start_kernel(kernel: str, cwd: Path, warm_up: tuple[str, ...] = (), timeout: float = 120.0):
