@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from twostream_lib.config import Profile
 from twostream_lib.data import synthetic
