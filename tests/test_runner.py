@@ -292,12 +292,14 @@ Path(OUT).write_text(json.dumps({"imported": "twostream_lib.experiments" in sys.
 
 def test_each_kernel_has_imported_the_library_and_started_its_fork_server_before_the_first_cell(tmp_path):
     """The runner starts a notebook's kernel while the notebook before runs (runner.WARM_UP); the warm-up
-    leaves no trace in the notebook (execution counts from 1, no output)."""
+    leaves no trace in the notebook (execution counts from 1, no output). A notebook that starts no worker
+    (runner.WITHOUT_WORKERS, e.g. 01_figure1) gets the imports without the fork server."""
     nbs = tmp_path / "notebooks"
     params = 'profile: str = "demo"  # profile\nresults_dir: str = None  # outputs\n'
-    for name in ("00_first", "01_second"):
+    for name in ("00_first", "01_figure1", "01_second"):
         tiny_notebook(nbs / f"{name}.ipynb", params, f"OUT = {str(tmp_path / name)!r}\n" + WARM_CELL)
     runner.run_notebooks(notebooks_dir=nbs, results_base=tmp_path / "results", gflops=110.0)
+    assert json.loads((tmp_path / "01_figure1").read_text()) == {"imported": True, "fork_server": False}
     for name in ("00_first", "01_second"):
         assert json.loads((tmp_path / name).read_text()) == {"imported": True, "fork_server": True}
         executed = nbformat.read(str(tmp_path / "results" / "notebooks" / f"{name}.ipynb"), as_version=4)

@@ -635,6 +635,55 @@ def test_seed_everything_and_rng_state_round_trip(tmp_path):
     assert 0 <= derive_seed(2**40, 7) < 2**63
 
 
+def test_deterministic_mode_does_not_fill_new_memory_and_trains_the_same_weights_as_with_the_fill(monkeypatch):
+    """deterministic() leaves uninitialised memory unfilled (the NaN fill is a debugging aid that cost 14%
+    of a fusion head's step) and restores the caller's setting; the weights are bit for bit those
+    trained with the fill on (no kernel of the engine reads memory it has not written)."""
+    from twostream_lib.determinism import deterministic
+    from twostream_lib.models.temporal import Conv3dFusion
+
+    flag = torch.utils.deterministic
+    monkeypatch.setattr(flag, "fill_uninitialized_memory", True)
+    with deterministic():
+        assert flag.fill_uninitialized_memory is False
+        with deterministic(fill_memory=True):
+            assert torch.empty(64).isnan().all()
+    assert flag.fill_uninitialized_memory is True
+
+    class Head3d(nn.Module):  # the demo's costliest head: 3D conv fusion (its GEMM columns) on cached maps
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(3)
+            self.fuse, self.fc = Conv3dFusion(4, init="gaussian"), nn.Linear(4, 3)
+
+        def forward(self, fa, fb):
+            x = self.fuse(fa.transpose(1, 2), fb.transpose(1, 2))  # [B, C, T, H, W]
+            return {"scores": self.fc(x.mean((2, 3, 4))), "logits": [self.fc(x.mean((2, 3, 4)))]}
+
+    class Maps(torch.utils.data.Dataset):
+        def __len__(self):
+            return 12
+
+        def __getitem__(self, i):
+            g = torch.Generator().manual_seed(i)
+            return {"fa": torch.randn(3, 4, 5, 5, generator=g), "fb": torch.randn(3, 4, 5, 5, generator=g),
+                    "label": i % 3, "video": f"v{i}", "view": 0}
+
+    import twostream_lib.train as engine
+
+    weights = {}
+    for fill in (True, False):  # the engine's deterministic() told to fill, then as it is
+        if fill:
+            monkeypatch.setattr(engine, "deterministic", lambda enabled=True, **kw: deterministic(
+                enabled, **kw, fill_memory=True))
+        else:
+            monkeypatch.setattr(engine, "deterministic", deterministic)
+        model = Head3d()
+        train(model, Maps(), None, small_cfg(epochs=2, batch_size=4, input_keys=("fa", "fb")))
+        weights[fill] = model.state_dict()
+    assert states_equal(weights[True], weights[False])
+
+
 def test_deterministic_context_restores_and_set_threads():
     from twostream_lib.determinism import deterministic, set_threads, worker_init_fn
 

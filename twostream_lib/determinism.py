@@ -80,29 +80,41 @@ class deterministic:  # noqa: N801 - used like a function: ``deterministic(True)
     ``CUBLAS_WORKSPACE_CONFIG`` (needed by deterministic cuBLAS; it must be set before CUDA starts,
     so call this early). On CUDA some kernels (e.g. the backward of adaptive pooling) have no
     deterministic version: pass ``warn_only=True`` there to get a warning instead of an error.
+
+    Memory is not filled: in deterministic mode PyTorch by default writes NaN into every tensor it
+    allocates uninitialised (``torch.utils.deterministic.fill_uninitialized_memory``), so that a kernel
+    reading memory it never wrote shows it. That is a debugging aid, not a part of determinism (a
+    correct kernel writes each element before reading it), and it cost 14% of a demo fusion head's
+    training step and 7% of a tower's (``aten::fill_``, torch.profiler, one thread): the buffers the
+    3D conv head's GEMM columns and every convolution's workspace are allocated in are large. The
+    numbers are the same with and without (``tests/test_train.py``). ``fill_memory=True`` turns it
+    back on, e.g. to look for such a kernel.
     """
 
-    def __init__(self, enabled: bool = True, *, warn_only: bool = False):
+    def __init__(self, enabled: bool = True, *, warn_only: bool = False, fill_memory: bool = False):
         self._previous = (
             torch.are_deterministic_algorithms_enabled(),
             torch.is_deterministic_algorithms_warn_only_enabled(),
             torch.backends.cudnn.deterministic,
             torch.backends.cudnn.benchmark,
+            torch.utils.deterministic.fill_uninitialized_memory,
         )
         if enabled:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         _use_deterministic_algorithms(bool(enabled), bool(warn_only))
         torch.backends.cudnn.deterministic = bool(enabled)
         torch.backends.cudnn.benchmark = not enabled
+        torch.utils.deterministic.fill_uninitialized_memory = bool(fill_memory)
 
     def __enter__(self) -> "deterministic":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        algorithms, warn_only, cudnn_det, cudnn_bench = self._previous
+        algorithms, warn_only, cudnn_det, cudnn_bench, fill = self._previous
         _use_deterministic_algorithms(algorithms, warn_only)
         torch.backends.cudnn.deterministic = cudnn_det
         torch.backends.cudnn.benchmark = cudnn_bench
+        torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 def set_threads(n: int) -> None:

@@ -107,11 +107,16 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "06_table5": ("05_table4",),
     "07_table6": ("05_table4",),
 }
+#: The line of :data:`WARM_UP` that starts the fork server the notebook's pools fork from
+#: (:func:`twostream_lib.workers.start_fork_server`: ~8 s of imports in its own process).
+START_FORK_SERVER = "twostream_lib.workers.start_fork_server()"
 #: What the next notebook's kernel runs while the current notebook runs (:func:`execute`): the imports every
-#: notebook's first cell needs (torch, pandas, matplotlib: ~5 s) and the fork server its pools fork from
-#: (:func:`twostream_lib.workers.start_fork_server`, another ~5 s of imports in its own process).
-WARM_UP = ("import twostream_lib.experiments, twostream_lib.workers",
-           "twostream_lib.workers.start_fork_server()")
+#: notebook's first cell needs (torch, pandas, matplotlib: ~5 s) and the fork server.
+WARM_UP = ("import twostream_lib.experiments, twostream_lib.workers", START_FORK_SERVER)
+#: Notebooks that start no worker process once 01_approach has trained the run's towers (checked for the
+#: demo): their kernels skip :data:`START_FORK_SERVER`, whose CPU seconds would only slow the notebook
+#: running beside the warm-up. Were they to need a pool after all, it starts its server itself.
+WITHOUT_WORKERS = frozenset({"01_figure1", "04_table3"})
 BUDGET_PROFILES = ("demo",)  # budgets are for the 2-core CPU demo; other profiles record times only
 
 #: Parameters that choose the data a notebook computes on: given for a run with its own folder, every
@@ -355,7 +360,8 @@ def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = No
 
     def launch(nb, go=None):
         tmp = plan.notebooks_dir / f".{nb.stem}.running.ipynb"
-        return pool.submit(execute_notebook, nb, tmp, plan.parameters[nb], kernel, go, warm_up), tmp
+        lines = tuple(line for line in warm_up if not (line == START_FORK_SERVER and nb.stem in WITHOUT_WORKERS))
+        return pool.submit(execute_notebook, nb, tmp, plan.parameters[nb], kernel, go, lines), tmp
 
     def longest_first(candidates):  # already warm first, then by budget
         return sorted(candidates, key=lambda n: (n.stem not in warming, -(budget(plan.profile, n.stem) or 0)))

@@ -22,8 +22,11 @@ import sys
 
 __all__ = ["PRELOAD", "start_fork_server", "worker_context"]
 
-#: What the fork server imports once for all its workers (torch, NumPy, pandas, the models and data).
-PRELOAD = ("twostream_lib.experiments",)
+#: What the fork server imports once for all its workers (torch, NumPy, pandas, the models and data), and
+#: TorchDynamo: nothing here compiles, but building an optimizer imports it (``Optimizer.add_param_group``
+#: is wrapped by ``torch._disable_dynamo``, which imports it at its first call): 2.5-4 s in each tower
+#: and head worker of a demo run (15 processes in a sampling profile) that the server now pays once.
+PRELOAD = ("twostream_lib.experiments", "torch._dynamo")
 
 
 def worker_context() -> multiprocessing.context.BaseContext:
