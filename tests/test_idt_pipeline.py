@@ -108,6 +108,30 @@ def test_parallel_extraction_matches_serial(tmp_path, toy_videos):
                                       load_descriptors(tmp_path / "b", it.name)["mbhx"])
 
 
+def test_an_interrupted_parallel_extraction_leaves_the_videos_not_started_and_no_partial_file(
+        tmp_path, toy_videos, monkeypatch):
+    """Ctrl-C (or run_all stopping its work computed ahead) after the first video: the pool does not go on
+    through the queue, what finished is cached whole, and the next call extracts the rest."""
+    import twostream_lib.idt.pipeline as pipeline
+
+    root, items = toy_videos  # 8 videos, 2 workers
+    real = pipeline.as_completed
+
+    def interrupted(futures):
+        yield next(real(futures))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "as_completed", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        extract_descriptors(root, items, tmp_path, params=DT, workers=2, progress=False)
+    cached = sorted(p.name for p in tmp_path.glob("*.npz"))
+    assert 1 <= len(cached) < len(items)  # without the cancel the pool shut down after all 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == cached  # no temporary file left
+    monkeypatch.setattr(pipeline, "as_completed", real)
+    rest = extract_descriptors(root, items, tmp_path, params=DT, workers=2, progress=False)
+    assert len(rest.skipped) == len(cached) and len(rest.done) == len(items) - len(cached)
+
+
 AFTER_SERIAL = """\
 import sys
 from pathlib import Path

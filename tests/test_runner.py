@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -308,6 +310,59 @@ def test_each_kernel_has_imported_the_library_and_started_its_fork_server_before
     cold = tmp_path / "cold"
     runner.run_notebooks(notebooks_dir=nbs, results_base=cold, gflops=110.0, warm_up=())
     assert json.loads((tmp_path / "00_first").read_text()) == {"imported": False, "fork_server": False}
+
+
+AHEAD_TARGET = """\
+import os, time
+from pathlib import Path
+
+
+def work(parameters):
+    out = Path(os.environ["AHEAD_DIR"])
+    out.mkdir(exist_ok=True)
+    (out / "nice").write_text(str(os.nice(0)))
+    if Path("/proc/self/autogroup").exists():  # its session's share of the CPU (Linux autogroups)
+        (out / "autogroup").write_text(Path("/proc/self/autogroup").read_text().split()[-1])
+    (out / "parameters").write_text(repr(sorted(parameters.items())))
+    try:
+        for i in range(600):  # an item every 0.1 s, written whole, until stopped
+            (out / f"item{i}").write_text("done")
+            time.sleep(0.1)
+    finally:
+        (out / "stopped").write_text("")
+"""
+
+
+def test_work_computed_ahead_runs_at_low_priority_between_notebooks_and_stops_when_its_notebook_starts(
+        tmp_path, monkeypatch):
+    """runner.BACKGROUND: once 00_first has run, 02_last's work starts (nice 19, the notebook's parameters)
+    while 01_middle runs; when 02_last starts it is stopped where it is (no further items, its own
+    clean-up ran) and its CPU seconds are recorded apart from the notebooks'."""
+    (tmp_path / "ahead_target.py").write_text(AHEAD_TARGET)
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawned processes start with this process's sys.path
+    monkeypatch.setattr(runner, "BACKGROUND", {"02_last": ("00_first", "ahead_target:work")})
+    nbs, ahead = tmp_path / "notebooks", tmp_path / "ahead"
+    monkeypatch.setenv("AHEAD_DIR", str(ahead))
+    params = 'profile: str = "demo"  # profile\nresults_dir: str = None  # outputs\n'
+    tiny_notebook(nbs / "00_first.ipynb", params, "x = 1")
+    # the middle notebook waits (at most a minute) for the work to have started and written a few items
+    tiny_notebook(nbs / "01_middle.ipynb", params, "import time\nfrom pathlib import Path\n"
+                  f"while not Path({str(ahead / 'item3')!r}).exists() and time.time() < {time.time() + 60}:\n"
+                  "    time.sleep(0.1)")
+    tiny_notebook(nbs / "02_last.ipynb", params,
+                  f"from pathlib import Path\nassert Path({str(ahead / 'stopped')!r}).exists()")
+    record = runner.run_notebooks(notebooks_dir=nbs, results_base=tmp_path / "results", gflops=110.0,
+                                  warm_up=())
+    assert (ahead / "nice").read_text() == "19"
+    if (ahead / "autogroup").exists():
+        assert (ahead / "autogroup").read_text() == "19"
+    given = dict(ast.literal_eval((ahead / "parameters").read_text()))  # the notebook's own parameters
+    assert given == {"profile": "demo", "results_dir": str(tmp_path / "results")}
+    items = len(list(ahead.glob("item*")))
+    assert 4 <= items < 600
+    time.sleep(0.5)
+    assert len(list(ahead.glob("item*"))) == items  # stopped for good
+    assert set(record["ahead_cpu_seconds"]) == {"02_last.ipynb"} and record["ahead_cpu_seconds"]["02_last.ipynb"] >= 0
 
 
 # ----------------------------------------------------------------------------- timing record

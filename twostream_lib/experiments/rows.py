@@ -16,11 +16,11 @@ import numpy as np
 from twostream_lib.config import Profile
 from twostream_lib.data import synthetic
 from twostream_lib.idt import idt_scores as compute_idt_scores
-from twostream_lib.idt import late_fuse_idt
+from twostream_lib.idt import extract_descriptors, late_fuse_idt
 from twostream_lib.models.backbones import FC_LAYERS
 
 from .cache import run_dir
-from .data import DataBundle, limit_videos
+from .data import DataBundle, limit_videos, prepare_data, setup
 from .findings import accuracy_row
 from .fusion import Variant, backbone_name, fusion_dir, run_fusion, train_heads
 from .streams import late_fusion, stream_dir, stream_scores, train_streams
@@ -194,9 +194,32 @@ def idt_scores(cfg: Profile, data: DataBundle, split: int):
     s = data.split(split)
     return compute_idt_scores(data.store, limit_videos(s.train, cfg), limit_videos(s.test, cfg),
                               cache_dir=run_dir(cfg, "idt"), num_classes=len(s.classes),
-                              n_components=cfg.idt_components, C=cfg.idt_C, workers=max(1, cfg.workers or cfg.threads or 1),
+                              n_components=cfg.idt_components, C=cfg.idt_C, workers=_idt_workers(cfg),
                               seed=cfg.seeds[0],
                               progress=False)
+
+
+def _idt_workers(cfg: Profile) -> int:
+    return max(1, cfg.workers or cfg.threads or 1)
+
+
+def idt_descriptors(cfg: Profile, data: DataBundle, split: int) -> None:
+    """Only the first step of :func:`idt_scores`: the IDT descriptors of the split's training and test
+    videos, extracted into the same cache (one file per video), which :func:`idt_scores` then reads."""
+    s = data.split(split)
+    extract_descriptors(data.store, [*limit_videos(s.train, cfg), *limit_videos(s.test, cfg)], run_dir(cfg, "idt"),
+                        workers=_idt_workers(cfg), progress=False)
+
+
+def idt_ahead(parameters: dict) -> None:
+    """What ``run_all`` computes ahead for ``07_table6`` (``runner.BACKGROUND``), from that notebook's
+    parameters: the descriptors of every split it averages over (:func:`idt_descriptors`), with the
+    profile, data set and results folder its own first cell sets up."""
+    cfg = setup(parameters.get("profile", "demo"), **{k: parameters.get(k) for k in
+                                                       ("device", "dataset", "synthetic_seed", "results_dir")})
+    data = prepare_data(cfg)
+    for split in parameters.get("splits") or cfg.final_splits:
+        idt_descriptors(cfg, data, split)
 
 
 def idt_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, *, runs: dict,

@@ -353,9 +353,16 @@ def extract_descriptors(source, videos: Sequence, cache_dir: str | Path, *, para
             with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=worker_context(),
                                      initializer=_init_worker) as pool:
                 futures = [pool.submit(_extract_task, t) for t in tasks]
-                for fut in as_completed(futures):
-                    results.append(fut.result())
-                    bar.update(1)
+                try:
+                    for fut in as_completed(futures):
+                        results.append(fut.result())
+                        bar.update(1)
+                except BaseException:
+                    # stopped (Ctrl-C, SystemExit from a stop signal, a worker's crash): the videos not
+                    # started yet are left to the next call, not extracted while the pool shuts down
+                    for fut in futures:
+                        fut.cancel()
+                    raise
     finally:
         bar.close()
     for name, err, n, _ in results:
