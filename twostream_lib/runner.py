@@ -75,18 +75,18 @@ REFERENCE_CORES = 2  # the 2-core machine of the demo's budget
 
 #: Budget of each notebook in normalised seconds (seconds x probe / REFERENCE_GFLOPS), demo profile.
 #: Normalised seconds per demo notebook: 600 in all (issue 11), shared out as the notebooks' measured times
-#: were (01_approach trains every tower of the run, 05_table4 the 3D conv heads); a notebook not listed
-#: gets DEFAULT_BUDGET.
+#: were (01_approach trains every tower of the run, 05_table4 the 3D conv heads; 07_table6's IDT features
+#: are extracted during the notebooks before it: BACKGROUND); a notebook not listed gets DEFAULT_BUDGET.
 BUDGETS: dict[str, float] = {
-    "00_data": 75,  # generation and TV-L1 flow of 630 videos
-    "01_approach": 90,  # the four towers of the run, two processes (experiments.train_run_towers)
-    "01_figure1": 20,
-    "02_table1": 50,
-    "03_table2": 70,
-    "04_table3": 20,  # its towers were trained by 01_approach
-    "05_table4": 140,  # three 3D conv heads of 27 taps per weight
-    "06_table5": 50,
-    "07_table6": 85,  # IDT: trajectories, Fisher vectors, SVM
+    "00_data": 90,  # generation and TV-L1 flow of 630 videos
+    "01_approach": 95,  # the four towers of the run, two processes (experiments.train_run_towers)
+    "01_figure1": 25,
+    "02_table1": 55,
+    "03_table2": 85,
+    "04_table3": 30,  # its towers were trained by 01_approach
+    "05_table4": 130,  # three 3D conv heads of 27 taps per weight
+    "06_table5": 60,
+    "07_table6": 30,  # IDT's Fisher vectors and SVM (its trajectories were extracted ahead)
 }
 DEFAULT_BUDGET = 60
 
