@@ -112,7 +112,7 @@ def test_an_interrupted_parallel_extraction_leaves_the_videos_not_started_and_no
         tmp_path, toy_videos, monkeypatch):
     """Ctrl-C (or run_all stopping its work computed ahead) after the first video: the pool does not go on
     through the queue, what finished is cached whole, and the next call extracts the rest."""
-    import twostream_lib.idt.pipeline as pipeline
+    from twostream_lib.idt import pipeline
 
     root, items = toy_videos  # 8 videos, 2 workers
     real = pipeline.as_completed

@@ -15,8 +15,8 @@ import numpy as np
 
 from twostream_lib.config import Profile
 from twostream_lib.data import synthetic
-from twostream_lib.idt import idt_scores as compute_idt_scores
 from twostream_lib.idt import extract_descriptors, late_fuse_idt
+from twostream_lib.idt import idt_scores as compute_idt_scores
 from twostream_lib.models.backbones import FC_LAYERS
 
 from .cache import run_dir
