@@ -190,21 +190,39 @@ def test_weights_digest_tells_equal_from_different_models():
     assert ex.weights_digest(a) != ex.weights_digest(b)
 
 
-def test_idt_extracts_with_the_profiles_workers(monkeypatch):
+def test_idt_extracts_with_the_profiles_workers_and_keeps_its_scores_per_split_and_seed(monkeypatch, tmp_path):
     """IDT descriptors come from the profile's `workers` processes; with workers=0 (the demo's), from its
-    `threads` (one: in this process)."""
+    `threads` (one: in this process). The scores are kept in the IDT run folder, one file per split and
+    seed, so that asked again (07_table6 after run_all computed them ahead) they are read."""
     from types import SimpleNamespace
 
+    from twostream_lib.evaluate import VideoScores
     from twostream_lib.experiments import rows as registry  # the row builders
 
     seen = []
-    monkeypatch.setattr(registry, "compute_idt_scores", lambda *a, **kw: seen.append(kw["workers"]))
-    monkeypatch.setattr(registry, "run_dir", lambda *a, **kw: "idt-cache")
-    data = SimpleNamespace(store=None, split=lambda k: SimpleNamespace(train=["a"], test=["b"], classes=["x"]))
+
+    def compute(*args, **kw):
+        seen.append(kw["workers"])
+        return VideoScores(["b"], np.array([0]), np.array([[1.0, 0.0]]))
+
+    def folder(cfg, kind):
+        path = tmp_path / cfg.name / str(cfg.workers)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    monkeypatch.setattr(registry, "compute_idt_scores", compute)
+    monkeypatch.setattr(registry, "run_dir", folder)
+    data = SimpleNamespace(store=None, split=lambda k: SimpleNamespace(train=["a"], test=["b"], classes=["x", "y"]))
     for workers in (0, 1, 8):
         registry.idt_scores(ex.load_profile("paper", workers=workers), data, 1)
     registry.idt_scores(ex.load_profile("demo"), data, 1)  # workers 0, threads 2
     assert seen == [1, 1, 8, 2]
+    again = registry.idt_scores(ex.load_profile("demo"), data, 1)
+    assert seen == [1, 1, 8, 2] and list(again.videos) == ["b"] and again.scores.tolist() == [[1.0, 0.0]]
+    assert sorted(p.name for p in (tmp_path / "demo" / "0").iterdir()) == ["scores-split1-seed0.npz"]
+    registry.idt_scores(ex.load_profile("demo", seeds=(4,)), data, 1)  # another seed: its own SVM
+    registry.idt_scores(ex.load_profile("demo"), data, 2)  # another split
+    assert seen == [1, 1, 8, 2, 2, 2]
 
 
 def test_a_temporal_tower_starts_from_another_data_sets_tower_except_its_classifier(tmp_path):

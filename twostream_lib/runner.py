@@ -86,7 +86,7 @@ BUDGETS: dict[str, float] = {
     "04_table3": 30,  # its towers were trained by 01_approach
     "05_table4": 130,  # three 3D conv heads of 27 taps per weight
     "06_table5": 60,
-    "07_table6": 30,  # IDT's Fisher vectors and SVM (its trajectories were extracted ahead)
+    "07_table6": 30,  # IDT's scores were computed ahead (BACKGROUND), or what of them is left
 }
 DEFAULT_BUDGET = 60
 
@@ -122,9 +122,10 @@ WITHOUT_WORKERS = frozenset({"01_figure1", "04_table3"})
 #: of the lowest CPU priority (nice 19), so that it takes the core time the notebooks in between leave idle
 #: (their serial parts, kernel starts: 17% of the demo's two cores); when the notebook's turn comes it
 #: is stopped, and the notebook computes what is left. The work must be cached item by item and written
-#: atomically (IDT's descriptors are: one file per video), so that a stop loses only the items in progress.
+#: atomically (IDT's descriptors one file per video, its scores one per split), so that a stop loses only
+#: the items in progress.
 BACKGROUND: dict[str, tuple[str, str]] = {
-    "07_table6": ("00_data", "twostream_lib.experiments.rows:idt_ahead"),  # IDT descriptors, ~90 CPU s
+    "07_table6": ("00_data", "twostream_lib.experiments.rows:idt_ahead"),  # IDT scores, ~100 CPU s
 }
 BUDGET_PROFILES = ("demo",)  # budgets are for the 2-core CPU demo; other profiles record times only
 

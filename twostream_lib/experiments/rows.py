@@ -15,8 +15,9 @@ import numpy as np
 
 from twostream_lib.config import Profile
 from twostream_lib.data import synthetic
-from twostream_lib.idt import extract_descriptors, late_fuse_idt
+from twostream_lib.evaluate import load_scores, save_scores
 from twostream_lib.idt import idt_scores as compute_idt_scores
+from twostream_lib.idt import late_fuse_idt
 from twostream_lib.models.backbones import FC_LAYERS
 
 from .cache import run_dir
@@ -188,38 +189,34 @@ def final_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, *
 
 
 def idt_scores(cfg: Profile, data: DataBundle, split: int):
-    """Fisher-vector-encoded IDT + linear SVM scores of the test videos (Table 6), cached on disk.
-    Descriptors are extracted by the profile's ``workers`` processes; where data loading runs in the
-    main process (``workers=0``, the demo), by ``threads`` processes (1: in this process)."""
+    """Fisher-vector-encoded IDT + linear SVM scores of the test videos (Table 6), cached on disk: the
+    descriptors one file per video, the scores one file per split and seed (``scores-split<k>-seed<s>.npz``
+    in the IDT run folder, keyed by the settings that make them), so that what ``run_all`` computed ahead
+    (:func:`idt_ahead`) is read, not computed again. Descriptors are extracted by the profile's ``workers``
+    processes; where data loading runs in the main process (``workers=0``, the demo), by ``threads``
+    processes (1: in this process)."""
+    path = run_dir(cfg, "idt") / f"scores-split{split}-seed{cfg.seeds[0]}.npz"
+    if path.is_file():
+        return load_scores(path)
     s = data.split(split)
-    return compute_idt_scores(data.store, limit_videos(s.train, cfg), limit_videos(s.test, cfg),
-                              cache_dir=run_dir(cfg, "idt"), num_classes=len(s.classes),
-                              n_components=cfg.idt_components, C=cfg.idt_C, workers=_idt_workers(cfg),
-                              seed=cfg.seeds[0],
-                              progress=False)
-
-
-def _idt_workers(cfg: Profile) -> int:
-    return max(1, cfg.workers or cfg.threads or 1)
-
-
-def idt_descriptors(cfg: Profile, data: DataBundle, split: int) -> None:
-    """Only the first step of :func:`idt_scores`: the IDT descriptors of the split's training and test
-    videos, extracted into the same cache (one file per video), which :func:`idt_scores` then reads."""
-    s = data.split(split)
-    extract_descriptors(data.store, [*limit_videos(s.train, cfg), *limit_videos(s.test, cfg)], run_dir(cfg, "idt"),
-                        workers=_idt_workers(cfg), progress=False)
+    scores = compute_idt_scores(data.store, limit_videos(s.train, cfg), limit_videos(s.test, cfg),
+                                cache_dir=run_dir(cfg, "idt"), num_classes=len(s.classes),
+                                n_components=cfg.idt_components, C=cfg.idt_C,
+                                workers=max(1, cfg.workers or cfg.threads or 1), seed=cfg.seeds[0], progress=False)
+    save_scores(scores, path)
+    return scores
 
 
 def idt_ahead(parameters: dict) -> None:
     """What ``run_all`` computes ahead for ``07_table6`` (``runner.BACKGROUND``), from that notebook's
-    parameters: the descriptors of every split it averages over (:func:`idt_descriptors`), with the
-    profile, data set and results folder its own first cell sets up."""
+    parameters: the IDT scores of every split it averages over (:func:`idt_scores`: descriptors, Fisher
+    encoder, SVM), with the profile, data set and results folder its own first cell sets up. Stopped
+    before the end, it leaves the videos whose descriptors it extracted, and no scores."""
     cfg = setup(parameters.get("profile", "demo"), **{k: parameters.get(k) for k in
                                                        ("device", "dataset", "synthetic_seed", "results_dir")})
     data = prepare_data(cfg)
     for split in parameters.get("splits") or cfg.final_splits:
-        idt_descriptors(cfg, data, split)
+        idt_scores(cfg, data, split)
 
 
 def idt_rows(cfg: Profile, data: DataBundle, spec: TableSpec, splits: tuple, *, runs: dict,
