@@ -84,9 +84,10 @@ class deterministic:  # noqa: N801 - used like a function: ``deterministic(True)
     Memory is not filled: in deterministic mode PyTorch by default writes NaN into every tensor it
     allocates uninitialised (``torch.utils.deterministic.fill_uninitialized_memory``), so that a kernel
     reading memory it never wrote shows it. That is a debugging aid, not a part of determinism (a
-    correct kernel writes each element before reading it), and it cost 14% of a demo fusion head's
-    training step and 7% of a tower's (``aten::fill_``, torch.profiler, one thread): the buffers the
-    3D conv head's GEMM columns and every convolution's workspace are allocated in are large. The
+    correct kernel writes each element before reading it), and it cost 7.5% of the CPU time of a demo
+    3D conv head's training and 2.7% of a ReLU2 head's (one thread, the two settings alternated in one
+    process; torch.profiler put ``aten::fill_`` at 14% and at 7% of a tower's step): the 3D conv head's
+    GEMM columns and the convolutions' workspaces are large buffers, allocated at every step. The
     numbers are the same with and without (``tests/test_train.py``). ``fill_memory=True`` turns it
     back on, e.g. to look for such a kernel.
     """

@@ -75,8 +75,8 @@ REFERENCE_CORES = 2  # the 2-core machine of the demo's budget
 
 #: Budget of each notebook in normalised seconds (seconds x probe / REFERENCE_GFLOPS), demo profile.
 #: Normalised seconds per demo notebook: 600 in all (issue 11), shared out as the notebooks' measured times
-#: were (01_approach trains every tower of the run, 05_table4 the 3D conv heads; 07_table6's IDT features
-#: are extracted during the notebooks before it: BACKGROUND); a notebook not listed gets DEFAULT_BUDGET.
+#: were (01_approach trains every tower of the run, 05_table4 the 3D conv heads; 07_table6's IDT scores
+#: are computed during the notebooks before it: BACKGROUND); a notebook not listed gets DEFAULT_BUDGET.
 BUDGETS: dict[str, float] = {
     "00_data": 90,  # generation and TV-L1 flow of 630 videos
     "01_approach": 95,  # the four towers of the run, two processes (experiments.train_run_towers)
@@ -119,9 +119,9 @@ WARM_UP = ("import twostream_lib.experiments, twostream_lib.workers", START_FORK
 WITHOUT_WORKERS = frozenset({"01_figure1", "04_table3"})
 #: Work a notebook needs that depends on the data alone, computed ahead (:func:`execute`): once the notebook
 #: named first has run, ``"module:function"`` (called with the notebook's parameters) starts in a process
-#: of the lowest CPU priority (nice 19), so that it takes the core time the notebooks in between leave idle
-#: (their serial parts, kernel starts: 17% of the demo's two cores); when the notebook's turn comes it
-#: is stopped, and the notebook computes what is left. The work must be cached item by item and written
+#: of the lowest CPU priority (:func:`lowest_priority`), so that it takes the core time the notebooks in
+#: between leave idle (their serial parts, kernel starts: 17% of the demo's two cores); when the
+#: notebook's turn comes it is stopped, and the notebook computes what is left. The work must be cached item by item and written
 #: atomically (IDT's descriptors one file per video, its scores one per split), so that a stop loses only
 #: the items in progress.
 BACKGROUND: dict[str, tuple[str, str]] = {
@@ -571,11 +571,20 @@ class Background:
 
         if self._process.is_alive():
             os.kill(self._process.pid, signal.SIGTERM)  # the items in progress finish, the rest are left
-        try:
-            cpu = self._result.get(timeout=timeout)
-        except queue.Empty:  # it did not end: stopped for good, its CPU seconds unknown
-            self._process.kill()
-            cpu = 0.0
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                cpu = self._result.get(timeout=1.0)
+                break
+            except queue.Empty:  # still winding down
+                if self._process.is_alive() and time.monotonic() < deadline:
+                    continue
+                try:  # it ended (or never will): what it put just before, if anything
+                    cpu = self._result.get(timeout=1.0)
+                except queue.Empty:
+                    cpu = 0.0  # unknown
+                self._process.kill()
+                break
         self._process.join()
         return cpu
 
