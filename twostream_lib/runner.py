@@ -121,9 +121,9 @@ WITHOUT_WORKERS = frozenset({"01_figure1", "04_table3"})
 #: named first has run, ``"module:function"`` (called with the notebook's parameters) starts in a process
 #: of the lowest CPU priority (:func:`lowest_priority`), so that it takes the core time the notebooks in
 #: between leave idle (their serial parts, kernel starts: 17% of the demo's two cores); when the
-#: notebook's turn comes it is stopped, and the notebook computes what is left. The work must be cached item by item and written
-#: atomically (IDT's descriptors one file per video, its scores one per split), so that a stop loses only
-#: the items in progress.
+#: notebook's turn comes it is stopped, and the notebook computes what is left. The work must be cached
+#: item by item and written atomically (IDT's descriptors one file per video, its scores one per split),
+#: so that a stop loses only the items in progress.
 BACKGROUND: dict[str, tuple[str, str]] = {
     "07_table6": ("00_data", "twostream_lib.experiments.rows:idt_ahead"),  # IDT scores, ~100 CPU s
 }
@@ -571,22 +571,15 @@ class Background:
 
         if self._process.is_alive():
             os.kill(self._process.pid, signal.SIGTERM)  # the items in progress finish, the rest are left
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                cpu = self._result.get(timeout=1.0)
-                break
-            except queue.Empty:  # still winding down
-                if self._process.is_alive() and time.monotonic() < deadline:
-                    continue
-                try:  # it ended (or never will): what it put just before, if anything
-                    cpu = self._result.get(timeout=1.0)
-                except queue.Empty:
-                    cpu = 0.0  # unknown
-                self._process.kill()
-                break
-        self._process.join()
-        return cpu
+        # joined before its queue is read: what it puts there is one float, which the pipe takes at once
+        self._process.join(timeout)
+        if self._process.is_alive():  # it did not end: stopped for good
+            self._process.kill()
+            self._process.join()
+        try:
+            return self._result.get(timeout=1.0)
+        except queue.Empty:  # it died without reporting: its CPU seconds are unknown
+            return 0.0
 
 
 def _run_in_background(target: str, parameters: dict, result) -> None:
