@@ -383,6 +383,10 @@ def test_timing_record_normalises_to_the_reference_machine_and_checks_budgets(tm
                                  gflops_end=99.0)
     assert timed["total_cpu_seconds"] == 190.5 and timed["cpu_seconds_per_notebook"]["02_table1.ipynb"] == 40.5
     assert timed["probe"]["matmul_gflops_end"] == 99.0 and record["probe"]["matmul_gflops_end"] is None
+    stepped = runner.timing_record("demo", times, 55.0, tower_step_ms=(80.04, 120.0))  # recorded, not normalising
+    assert (stepped["probe"]["tower_step_ms"], stepped["probe"]["tower_step_ms_end"]) == (80.0, 120.0)
+    assert stepped["total_normalised_seconds"] == record["total_normalised_seconds"]
+    assert record["probe"]["tower_step_ms"] is None
     assert record["ahead_cpu_seconds"] == {}  # work computed ahead (runner.BACKGROUND) is listed apart
     ahead = runner.timing_record("demo", times, 110.0, cpu_seconds={"00_data.ipynb": 150.0},
                                  ahead_cpu_seconds={"06_table5.ipynb": 80.0})
@@ -475,3 +479,17 @@ def test_children_cpu_seconds_count_a_finished_child_process():
     before = runner.children_cpu_seconds()
     subprocess.run([sys.executable, "-c", "sum(range(20_000_000))"], check=True)
     assert runner.children_cpu_seconds() - before > 0.1
+
+
+def test_the_tower_step_probe_times_the_demos_training_and_leaves_threads_and_random_state_alone():
+    import torch
+
+    from twostream_lib.arithmetic import tower_step_ms
+
+    threads = torch.get_num_threads()
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    torch.manual_seed(11)
+    ms = tower_step_ms(steps=3)
+    assert 0.0 < ms < 60_000.0
+    assert torch.equal(torch.rand(3), expected) and torch.get_num_threads() == threads

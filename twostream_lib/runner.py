@@ -111,8 +111,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
 #: (:func:`twostream_lib.workers.start_fork_server`: ~8 s of imports in its own process).
 START_FORK_SERVER = "twostream_lib.workers.start_fork_server()"
 #: What the next notebook's kernel runs while the current notebook runs (:func:`execute`): the imports every
-#: notebook's first cell needs (torch, pandas, matplotlib: ~5 s) and the fork server.
-WARM_UP = ("import twostream_lib.experiments, twostream_lib.workers", START_FORK_SERVER)
+#: notebook needs (torch, pandas, and matplotlib for its plots: ~5 s) and the fork server.
+WARM_UP = ("import twostream_lib.experiments, twostream_lib.plots, twostream_lib.workers", START_FORK_SERVER)
 #: Notebooks that start no worker process once 01_approach has trained the run's towers (checked for the
 #: demo): their kernels skip :data:`START_FORK_SERVER`, whose CPU seconds would only slow the notebook
 #: running beside the warm-up. Were they to need a pool after all, it starts its server itself.
@@ -343,16 +343,22 @@ def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = No
     training processes, up to six on two cores, spent 31% more CPU seconds on the same work)."""
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    from twostream_lib.arithmetic import matmul_gflops, use_pinned_kernels
+    from twostream_lib.arithmetic import (
+        matmul_gflops,
+        tower_step_ms,
+        use_pinned_kernels,
+    )
 
     # the kernels inherit this process's environment (pinned at import); pin the convolutions here too,
     # as setup() does in them, so that the record's arithmetic is theirs
     use_pinned_kernels(load_profile(plan.profile).pinned_arithmetic)
     if gflops is None:
         gflops = matmul_gflops()
+    step_ms = tower_step_ms()
     warm_up = WARM_UP if warm_up is None else tuple(warm_up)
     print(f"machine speed: {gflops:.1f} GFLOP/s (2-thread float32 matmul; times are normalised to "
-          f"{REFERENCE_GFLOPS:.0f}); outputs in {_relative(plan.folder)}/", flush=True)
+          f"{REFERENCE_GFLOPS:.0f}), {step_ms:.0f} ms per training step of the demo's tower; outputs in "
+          f"{_relative(plan.folder)}/", flush=True)
     plan.notebooks_dir.mkdir(parents=True, exist_ok=True)
     slots = max(1, at_once)
     stems = [nb.stem for nb in plan.notebooks]
@@ -455,6 +461,7 @@ def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = No
     record = timing_record(plan.profile, {nb.name: times[nb.name] for nb in plan.notebooks}, gflops,
                            folder=_relative(plan.folder), parameters=plan.given,
                            cpu_seconds={nb.name: cpu[nb.name] for nb in plan.notebooks}, gflops_end=matmul_gflops(),
+                           tower_step_ms=(step_ms, tower_step_ms()),
                            ahead_cpu_seconds={f"{stem}.ipynb": round(c, 1) for stem, c in ahead_cpu.items()},
                            wall_seconds=round(wall, 1) if slots > 1 else None, schedule=schedule if slots > 1 else None)
     atomic_write_json(plan.benchmarks_dir / f"run_all_{plan.profile}.json", record, sort_keys=False)
@@ -720,14 +727,18 @@ def timing_record(profile: str, times: dict[str, float], gflops: float, *, folde
                   parameters: dict | None = None, cpu_seconds: dict[str, float] | None = None,
                   gflops_end: float | None = None, wall_seconds: float | None = None,
                   schedule: dict[str, list[float]] | None = None,
-                  ahead_cpu_seconds: dict[str, float] | None = None) -> dict:
+                  ahead_cpu_seconds: dict[str, float] | None = None,
+                  tower_step_ms: tuple[float, float] | None = None) -> dict:
     """The ``run_all_<profile>.json`` record: seconds and normalised seconds per notebook, the probe,
     the budgets and which notebooks went over them, and the machine. ``cpu_seconds`` (per notebook) and
     ``gflops_end`` (the probe again after the last notebook) show a machine that ran slower during the
     run than the probe at its start says: the same work then takes more CPU seconds. Where notebooks
     ran side by side, ``wall_seconds`` is the run's (less than the sum of the notebooks') and
     ``schedule`` each notebook's start and end, in seconds from the run's start. ``ahead_cpu_seconds``:
-    the CPU seconds of each notebook's work computed ahead (:data:`BACKGROUND`), not in its own."""
+    the CPU seconds of each notebook's work computed ahead (:data:`BACKGROUND`), not in its own.
+    ``tower_step_ms`` (start, end): :func:`~twostream_lib.arithmetic.tower_step_ms`, the demo's own kind
+    of work, which a contended machine slows more than the matmul probe shows; recorded, not used to
+    normalise."""
     from twostream_lib.arithmetic import describe
 
     total = round(sum(times.values()), 1) if wall_seconds is None else wall_seconds
@@ -751,7 +762,13 @@ def timing_record(profile: str, times: dict[str, float], gflops: float, *, folde
                   "matmul_gflops_end": None if gflops_end is None else round(gflops_end, 2),
                   "what": "best of 20 float32 1024x1024 matrix products on 2 threads "
                           "(twostream_lib.arithmetic.matmul_gflops), measured at the start of the run (it "
-                          "normalises the times) and again at its end"},
+                          "normalises the times) and again at its end",
+                  "tower_step_ms": None if tower_step_ms is None else round(tower_step_ms[0], 1),
+                  "tower_step_ms_end": None if tower_step_ms is None else round(tower_step_ms[1], 1),
+                  "tower_step_what": "median ms of a training step of the demo's shallow flow tower, batch 32, "
+                                     "one thread (twostream_lib.arithmetic.tower_step_ms), at the start and end: "
+                                     "the demo's kind of work, slowed by a contended machine more than the "
+                                     "matmul probe; not used to normalise"},
         "normalised_seconds_per_notebook": norm,
         "total_normalised_seconds": round(normalised(total, gflops), 1),
         "normalisation": "seconds x matmul_gflops / reference_gflops",

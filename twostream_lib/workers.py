@@ -26,6 +26,9 @@ __all__ = ["PRELOAD", "start_fork_server", "worker_context"]
 #: TorchDynamo: nothing here compiles, but building an optimizer imports it (``Optimizer.add_param_group``
 #: is wrapped by ``torch._disable_dynamo``, which imports it at its first call): 2.5-4 s in each tower
 #: and head worker of a demo run (15 processes in a sampling profile) that the server now pays once.
+#: Not matplotlib or IPython: the library imports them inside the functions that draw or display
+#: (``plots``, ``TableResult.show``), so that no server or worker pays for them (21% of a server's import
+#: time, ``python -X importtime``; ~1-2 CPU s in each of a demo run's eight servers).
 PRELOAD = ("twostream_lib.experiments", "torch._dynamo")
 
 

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from twostream_lib import plots
 from twostream_lib.allocator import reuse_large_allocations
 from twostream_lib.arithmetic import check_pinned, use_pinned_kernels
 from twostream_lib.config import PROFILES, Profile, load_profile
@@ -179,6 +178,9 @@ def data_card(data: DataBundle) -> str:
 
 def data_figure(cfg: Profile, data: DataBundle, *, video_index: int = 0):
     """RGB frames with their u/v flow for one test video -> ``results/figures/data_samples.png``."""
+    # imported here, not above: matplotlib stays out of the worker processes (workers.PRELOAD)
+    from twostream_lib import plots
+
     video = data.split(cfg.split).test[video_index]
     n = data.store.num_frames(video.name)
     idx = np.linspace(0, max(n - 2, 0), cfg.T).round().astype(int).tolist()

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-from IPython.display import Markdown
 
 from twostream_lib import paper, tables
 from twostream_lib.config import Profile
@@ -44,6 +44,9 @@ from .rows import (
     stream_rows,
 )
 from .streams import train_towers
+
+if TYPE_CHECKING:
+    from IPython.display import Markdown
 
 __all__ = ["TableSpec", "TABLES", "TableResult", "run_table", "run_tower_jobs", "train_run_towers", "parameter_rows",
            "OURS", "OURS_LATE", "idt_scores"]
@@ -78,6 +81,9 @@ class TableResult:
     folders: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(FOLDER_COLUMNS)))
 
     def show(self) -> Markdown:
+        # imported here, not above: IPython stays out of the worker processes (workers.PRELOAD)
+        from IPython.display import Markdown
+
         return Markdown(self.markdown)
 
     def show_findings(self) -> None:

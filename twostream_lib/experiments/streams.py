@@ -17,7 +17,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from twostream_lib import plots
 from twostream_lib.config import Profile
 from twostream_lib.data.sampling import TwoStreamClips, TwoStreamViews
 from twostream_lib.determinism import set_threads
@@ -323,6 +322,9 @@ def find_video(data: DataBundle, split: int, clip: str | None = None, *, video_i
 def figure1(cfg: Profile, data: DataBundle, streams: Streams, *, video_index: int = 0, clip: str | None = None):
     """conv1-conv3 (relu1-relu3) activations of both streams for one clip -> ``figure1.png``: the prepared
     video named ``clip`` (any of the streams' split), or the test video ``video_index`` when ``clip`` is None."""
+    # imported here, not above: matplotlib stays out of the worker processes (workers.PRELOAD)
+    from twostream_lib import plots
+
     video = find_video(data, streams.split, clip, video_index=video_index)
     views = TwoStreamViews(data.store, (video,), clip_sampling(cfg, T=1, train=False),
                            mode="spread_flips", crop=cfg.test_crop)
