@@ -219,10 +219,27 @@ def test_idt_extracts_with_the_profiles_workers_and_keeps_its_scores_per_split_a
     assert seen == [1, 1, 8, 2]
     again = registry.idt_scores(ex.load_profile("demo"), data, 1)
     assert seen == [1, 1, 8, 2] and list(again.videos) == ["b"] and again.scores.tolist() == [[1.0, 0.0]]
-    assert sorted(p.name for p in (tmp_path / "demo" / "0").iterdir()) == ["scores-split1-seed0.npz"]
+    assert sorted(p.name for p in (tmp_path / "demo" / "0").iterdir()) == ["scores-split1-seed0.lock",
+                                                                          "scores-split1-seed0.npz"]
     registry.idt_scores(ex.load_profile("demo", seeds=(4,)), data, 1)  # another seed: its own SVM
     registry.idt_scores(ex.load_profile("demo"), data, 2)  # another split
     assert seen == [1, 1, 8, 2, 2, 2]
+    # asked while another process computes them (run_all's job, runner.BACKGROUND), it waits and reads them
+    import threading
+
+    from twostream_lib.evaluate import save_scores
+    from twostream_lib.files import exclusive
+
+    path, got = tmp_path / "demo" / "0" / "scores-split1-seed7.npz", []
+    with exclusive(path.with_suffix(".lock")):
+        asking = threading.Thread(target=lambda: got.append(registry.idt_scores(ex.load_profile("demo", seeds=(7,)),
+                                                                                 data, 1)))
+        asking.start()
+        asking.join(0.5)
+        assert asking.is_alive()  # waiting
+        save_scores(VideoScores(["b"], np.array([0]), np.array([[0.0, 3.0]])), path)
+    asking.join(10)
+    assert got[0].scores.tolist() == [[0.0, 3.0]] and seen == [1, 1, 8, 2, 2, 2]  # read, not computed
 
 
 def test_a_temporal_tower_starts_from_another_data_sets_tower_except_its_classifier(tmp_path):

@@ -315,6 +315,8 @@ AHEAD_TARGET = """\
 import os, time
 from pathlib import Path
 
+from twostream_lib.files import exclusive
+
 
 def work(parameters):
     out = Path(os.environ["AHEAD_DIR"])
@@ -324,32 +326,43 @@ def work(parameters):
         (out / "autogroup").write_text(Path("/proc/self/autogroup").read_text().split()[-1])
     (out / "parameters").write_text(repr(sorted(parameters.items())))
     try:
-        for i in range(600):  # an item every 0.1 s, written whole, until stopped
-            (out / f"item{i}").write_text("done")
-            time.sleep(0.1)
+        with exclusive(out / "lock"):  # what its notebook waits for
+            for i in range(int(os.environ["AHEAD_ITEMS"])):  # an item every 0.1 s, written whole
+                (out / f"item{i}").write_text("done")
+                time.sleep(0.1)
+            (out / "finished").write_text("")
     finally:
         (out / "stopped").write_text("")
 """
 
 
-def test_work_computed_ahead_runs_at_low_priority_between_notebooks_and_stops_when_its_notebook_starts(
-        tmp_path, monkeypatch):
-    """runner.BACKGROUND: once 00_first has run, 02_last's work starts (nice 19, the notebook's parameters)
-    while 01_middle runs; when 02_last starts it is stopped where it is (no further items, its own
-    clean-up ran) and its CPU seconds are recorded apart from the notebooks'."""
+def _ahead_notebooks(tmp_path, monkeypatch, items: int, middle_fails: bool = False):
+    """00_first, 01_middle (waits, at most a minute, for the work to have written a few items), 02_last; the
+    work of AHEAD_TARGET, computed ahead for 02_last once 00_first has run, writes ``items`` items."""
     (tmp_path / "ahead_target.py").write_text(AHEAD_TARGET)
     monkeypatch.syspath_prepend(str(tmp_path))  # spawned processes start with this process's sys.path
     monkeypatch.setattr(runner, "BACKGROUND", {"02_last": ("00_first", "ahead_target:work")})
     nbs, ahead = tmp_path / "notebooks", tmp_path / "ahead"
     monkeypatch.setenv("AHEAD_DIR", str(ahead))
+    monkeypatch.setenv("AHEAD_ITEMS", str(items))
     params = 'profile: str = "demo"  # profile\nresults_dir: str = None  # outputs\n'
     tiny_notebook(nbs / "00_first.ipynb", params, "x = 1")
-    # the middle notebook waits (at most a minute) for the work to have started and written a few items
     tiny_notebook(nbs / "01_middle.ipynb", params, "import time\nfrom pathlib import Path\n"
                   f"while not Path({str(ahead / 'item3')!r}).exists() and time.time() < {time.time() + 60}:\n"
-                  "    time.sleep(0.1)")
-    tiny_notebook(nbs / "02_last.ipynb", params,
-                  f"from pathlib import Path\nassert Path({str(ahead / 'stopped')!r}).exists()")
+                  "    time.sleep(0.1)\n" + ("raise ValueError('middle failed')" if middle_fails else ""))
+    tiny_notebook(nbs / "02_last.ipynb", params,  # waits for the work in progress, then finds it finished
+                  f"from pathlib import Path\nfrom twostream_lib.files import exclusive\n"
+                  f"with exclusive({str(ahead / 'lock')!r}):\n"
+                  f"    assert Path({str(ahead / 'finished')!r}).exists()")
+    return nbs, ahead
+
+
+def test_work_computed_ahead_runs_at_low_priority_between_notebooks_and_its_notebook_waits_for_it(
+        tmp_path, monkeypatch):
+    """runner.BACKGROUND: once 00_first has run, 02_last's work starts (nice 19, the notebook's parameters)
+    while 01_middle runs; it goes on when 02_last starts, which waits for the item in progress (its lock)
+    instead of computing it again; its CPU seconds are recorded apart from the notebooks'."""
+    nbs, ahead = _ahead_notebooks(tmp_path, monkeypatch, items=30)
     record = runner.run_notebooks(notebooks_dir=nbs, results_base=tmp_path / "results", gflops=110.0,
                                   warm_up=())
     assert (ahead / "nice").read_text() == "19"
@@ -357,11 +370,20 @@ def test_work_computed_ahead_runs_at_low_priority_between_notebooks_and_stops_wh
         assert (ahead / "autogroup").read_text() == "19"
     given = dict(ast.literal_eval((ahead / "parameters").read_text()))  # the notebook's own parameters
     assert given == {"profile": "demo", "results_dir": str(tmp_path / "results")}
+    assert len(list(ahead.glob("item*"))) == 30 and (ahead / "finished").exists()
+    assert set(record["ahead_cpu_seconds"]) == {"02_last.ipynb"} and record["ahead_cpu_seconds"]["02_last.ipynb"] >= 0
+
+
+def test_work_computed_ahead_is_stopped_where_it_is_when_the_run_stops(tmp_path, monkeypatch):
+    """A failed notebook stops the run, and with it the work computed ahead: no further items, its own
+    clean-up ran (the items it finished stay for the next run)."""
+    nbs, ahead = _ahead_notebooks(tmp_path, monkeypatch, items=600, middle_fails=True)
+    with pytest.raises(RuntimeError, match="01_middle.ipynb"):
+        runner.run_notebooks(notebooks_dir=nbs, results_base=tmp_path / "results", gflops=110.0, warm_up=())
     items = len(list(ahead.glob("item*")))
-    assert 4 <= items < 600
+    assert 4 <= items < 600 and (ahead / "stopped").exists() and not (ahead / "finished").exists()
     time.sleep(0.5)
     assert len(list(ahead.glob("item*"))) == items  # stopped for good
-    assert set(record["ahead_cpu_seconds"]) == {"02_last.ipynb"} and record["ahead_cpu_seconds"]["02_last.ipynb"] >= 0
 
 
 # ----------------------------------------------------------------------------- timing record
@@ -383,10 +405,6 @@ def test_timing_record_normalises_to_the_reference_machine_and_checks_budgets(tm
                                  gflops_end=99.0)
     assert timed["total_cpu_seconds"] == 190.5 and timed["cpu_seconds_per_notebook"]["02_table1.ipynb"] == 40.5
     assert timed["probe"]["matmul_gflops_end"] == 99.0 and record["probe"]["matmul_gflops_end"] is None
-    stepped = runner.timing_record("demo", times, 55.0, tower_step_ms=(80.04, 120.0))  # recorded, not normalising
-    assert (stepped["probe"]["tower_step_ms"], stepped["probe"]["tower_step_ms_end"]) == (80.0, 120.0)
-    assert stepped["total_normalised_seconds"] == record["total_normalised_seconds"]
-    assert record["probe"]["tower_step_ms"] is None
     assert record["ahead_cpu_seconds"] == {}  # work computed ahead (runner.BACKGROUND) is listed apart
     ahead = runner.timing_record("demo", times, 110.0, cpu_seconds={"00_data.ipynb": 150.0},
                                  ahead_cpu_seconds={"06_table5.ipynb": 80.0})
@@ -480,16 +498,3 @@ def test_children_cpu_seconds_count_a_finished_child_process():
     subprocess.run([sys.executable, "-c", "sum(range(20_000_000))"], check=True)
     assert runner.children_cpu_seconds() - before > 0.1
 
-
-def test_the_tower_step_probe_times_the_demos_training_and_leaves_threads_and_random_state_alone():
-    import torch
-
-    from twostream_lib.arithmetic import tower_step_ms
-
-    threads = torch.get_num_threads()
-    torch.manual_seed(11)
-    expected = torch.rand(3)
-    torch.manual_seed(11)
-    ms = tower_step_ms(steps=3)
-    assert 0.0 < ms < 60_000.0
-    assert torch.equal(torch.rand(3), expected) and torch.get_num_threads() == threads

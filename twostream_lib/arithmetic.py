@@ -38,8 +38,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["PINNED_ENV", "pin_environment", "use_pinned_kernels", "check_pinned", "describe", "matmul_gflops",
-           "tower_step_ms"]
+__all__ = ["PINNED_ENV", "pin_environment", "use_pinned_kernels", "check_pinned", "describe", "matmul_gflops"]
 
 #: NumPy >= 2 dispatches on groups of features: X86_V4 is AVX-512 (F, CD, VL, BW, DQ).
 _NUMPY_AVX512 = "X86_V4 AVX512_ICL AVX512_SPR"
@@ -145,40 +144,3 @@ def matmul_gflops(*, threads: int = 2, n: int = 1024, repeats: int = 20) -> floa
     finally:
         torch.set_num_threads(before)
     return 2 * n ** 3 / best / 1e9
-
-
-def tower_step_ms(*, steps: int = 10) -> float:
-    """The machine's speed at the demo's own kind of work: milliseconds per training step (forward,
-    backward, SGD update) of the demo's shallow flow tower on a batch of 32 random 20 x 48 x 48 flow
-    stacks, one thread, the median of ``steps`` after two warm-up steps.
-
-    :func:`matmul_gflops` measures peak arithmetic (the best of 20 large products, in cache). On a
-    shared machine whose other tenants compete for caches and memory it can read near its usual value
-    while small convolutions, im2col copies and Python run far slower: ``run_all`` records this probe
-    beside it, at the start and end of a run, so that a slow run shows whether the machine was slow."""
-    import statistics
-    import time
-
-    import torch
-    from torch.nn import functional
-
-    from twostream_lib.models.backbones import build_backbone
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
-            torch.manual_seed(0)
-            net = build_backbone("demo_shallow", in_channels=20, num_classes=14, dropout=0.0)
-            x, y = torch.randn(32, 20, 48, 48), torch.randint(0, 14, (32,))
-        sgd = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-        times = []
-        for _ in range(steps + 2):
-            t0 = time.perf_counter()
-            sgd.zero_grad()
-            functional.cross_entropy(net(x), y).backward()
-            sgd.step()
-            times.append(time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(before)
-    return 1e3 * statistics.median(times[2:])

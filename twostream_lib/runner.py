@@ -120,10 +120,12 @@ WITHOUT_WORKERS = frozenset({"01_figure1", "04_table3"})
 #: Work a notebook needs that depends on the data alone, computed ahead (:func:`execute`): once the notebook
 #: named first has run, ``"module:function"`` (called with the notebook's parameters) starts in a process
 #: of the lowest CPU priority (:func:`lowest_priority`), so that it takes the core time the notebooks in
-#: between leave idle (their serial parts, kernel starts: 17% of the demo's two cores); when the
-#: notebook's turn comes it is stopped, and the notebook computes what is left. The work must be cached
-#: item by item and written atomically (IDT's descriptors one file per video, its scores one per split),
-#: so that a stop loses only the items in progress.
+#: between leave idle (their serial parts, kernel starts: 17% of the demo's two cores). It goes on while
+#: its notebook runs, which reads what the job has finished and waits for what it has in progress (each
+#: item computed under a lock, ``files.exclusive``: IDT's scores per split), on cores it then has to
+#: itself; the job is stopped when its notebook ends, or when the run stops. The work must be cached item
+#: by item and written atomically (IDT's descriptors one file per video, its scores one per split), so
+#: that a stop loses only the items in progress.
 BACKGROUND: dict[str, tuple[str, str]] = {
     "07_table6": ("00_data", "twostream_lib.experiments.rows:idt_ahead"),  # IDT scores, ~100 CPU s
 }
@@ -343,22 +345,16 @@ def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = No
     training processes, up to six on two cores, spent 31% more CPU seconds on the same work)."""
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    from twostream_lib.arithmetic import (
-        matmul_gflops,
-        tower_step_ms,
-        use_pinned_kernels,
-    )
+    from twostream_lib.arithmetic import matmul_gflops, use_pinned_kernels
 
     # the kernels inherit this process's environment (pinned at import); pin the convolutions here too,
     # as setup() does in them, so that the record's arithmetic is theirs
     use_pinned_kernels(load_profile(plan.profile).pinned_arithmetic)
     if gflops is None:
         gflops = matmul_gflops()
-    step_ms = tower_step_ms()
     warm_up = WARM_UP if warm_up is None else tuple(warm_up)
     print(f"machine speed: {gflops:.1f} GFLOP/s (2-thread float32 matmul; times are normalised to "
-          f"{REFERENCE_GFLOPS:.0f}), {step_ms:.0f} ms per training step of the demo's tower; outputs in "
-          f"{_relative(plan.folder)}/", flush=True)
+          f"{REFERENCE_GFLOPS:.0f}); outputs in {_relative(plan.folder)}/", flush=True)
     plan.notebooks_dir.mkdir(parents=True, exist_ok=True)
     slots = max(1, at_once)
     stems = [nb.stem for nb in plan.notebooks]
@@ -399,8 +395,6 @@ def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = No
                         pending.remove(nb)
                         print(f"[{number[nb.stem]}/{len(stems)}] {nb.name} (profile {plan.profile}) started", flush=True)
                         schedule[nb.name] = [round(time.perf_counter() - run_start, 1)]
-                        if nb.stem in ahead:  # the notebook computes what is left
-                            ahead_cpu[nb.stem] = ahead.pop(nb.stem).stop()
                         if nb.stem in warming:
                             future, tmp, go = warming.pop(nb.stem)
                             go.put(True)
@@ -423,6 +417,8 @@ def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = No
                 for future in finished:
                     nb, tmp = running.pop(future)
                     end = time.perf_counter() - run_start
+                    if nb.stem in ahead:  # its notebook waited for what it needed of it; the rest is not needed
+                        ahead_cpu[nb.stem] = ahead.pop(nb.stem).stop()
                     try:
                         cpu_seconds, error = future.result()
                     except Exception as err:  # the worker itself failed (e.g. the kernel could not start)
@@ -461,7 +457,6 @@ def execute(plan: RunPlan, *, kernel: str = "python3", gflops: float | None = No
     record = timing_record(plan.profile, {nb.name: times[nb.name] for nb in plan.notebooks}, gflops,
                            folder=_relative(plan.folder), parameters=plan.given,
                            cpu_seconds={nb.name: cpu[nb.name] for nb in plan.notebooks}, gflops_end=matmul_gflops(),
-                           tower_step_ms=(step_ms, tower_step_ms()),
                            ahead_cpu_seconds={f"{stem}.ipynb": round(c, 1) for stem, c in ahead_cpu.items()},
                            wall_seconds=round(wall, 1) if slots > 1 else None, schedule=schedule if slots > 1 else None)
     atomic_write_json(plan.benchmarks_dir / f"run_all_{plan.profile}.json", record, sort_keys=False)
@@ -727,18 +722,14 @@ def timing_record(profile: str, times: dict[str, float], gflops: float, *, folde
                   parameters: dict | None = None, cpu_seconds: dict[str, float] | None = None,
                   gflops_end: float | None = None, wall_seconds: float | None = None,
                   schedule: dict[str, list[float]] | None = None,
-                  ahead_cpu_seconds: dict[str, float] | None = None,
-                  tower_step_ms: tuple[float, float] | None = None) -> dict:
+                  ahead_cpu_seconds: dict[str, float] | None = None) -> dict:
     """The ``run_all_<profile>.json`` record: seconds and normalised seconds per notebook, the probe,
     the budgets and which notebooks went over them, and the machine. ``cpu_seconds`` (per notebook) and
     ``gflops_end`` (the probe again after the last notebook) show a machine that ran slower during the
     run than the probe at its start says: the same work then takes more CPU seconds. Where notebooks
     ran side by side, ``wall_seconds`` is the run's (less than the sum of the notebooks') and
     ``schedule`` each notebook's start and end, in seconds from the run's start. ``ahead_cpu_seconds``:
-    the CPU seconds of each notebook's work computed ahead (:data:`BACKGROUND`), not in its own.
-    ``tower_step_ms`` (start, end): :func:`~twostream_lib.arithmetic.tower_step_ms`, the demo's own kind
-    of work, which a contended machine slows more than the matmul probe shows; recorded, not used to
-    normalise."""
+    the CPU seconds of each notebook's work computed ahead (:data:`BACKGROUND`), not in its own."""
     from twostream_lib.arithmetic import describe
 
     total = round(sum(times.values()), 1) if wall_seconds is None else wall_seconds
@@ -762,13 +753,7 @@ def timing_record(profile: str, times: dict[str, float], gflops: float, *, folde
                   "matmul_gflops_end": None if gflops_end is None else round(gflops_end, 2),
                   "what": "best of 20 float32 1024x1024 matrix products on 2 threads "
                           "(twostream_lib.arithmetic.matmul_gflops), measured at the start of the run (it "
-                          "normalises the times) and again at its end",
-                  "tower_step_ms": None if tower_step_ms is None else round(tower_step_ms[0], 1),
-                  "tower_step_ms_end": None if tower_step_ms is None else round(tower_step_ms[1], 1),
-                  "tower_step_what": "median ms of a training step of the demo's shallow flow tower, batch 32, "
-                                     "one thread (twostream_lib.arithmetic.tower_step_ms), at the start and end: "
-                                     "the demo's kind of work, slowed by a contended machine more than the "
-                                     "matmul probe; not used to normalise"},
+                          "normalises the times) and again at its end"},
         "normalised_seconds_per_notebook": norm,
         "total_normalised_seconds": round(normalised(total, gflops), 1),
         "normalisation": "seconds x matmul_gflops / reference_gflops",

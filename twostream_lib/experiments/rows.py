@@ -16,6 +16,7 @@ import numpy as np
 from twostream_lib.config import Profile
 from twostream_lib.data import synthetic
 from twostream_lib.evaluate import load_scores, save_scores
+from twostream_lib.files import exclusive
 from twostream_lib.idt import idt_scores as compute_idt_scores
 from twostream_lib.idt import late_fuse_idt
 from twostream_lib.models.backbones import FC_LAYERS
@@ -196,14 +197,18 @@ def idt_scores(cfg: Profile, data: DataBundle, split: int):
     processes; where data loading runs in the main process (``workers=0``, the demo), by ``threads``
     processes (1: in this process)."""
     path = run_dir(cfg, "idt") / f"scores-split{split}-seed{cfg.seeds[0]}.npz"
-    if path.is_file():
-        return load_scores(path)
-    s = data.split(split)
-    scores = compute_idt_scores(data.store, limit_videos(s.train, cfg), limit_videos(s.test, cfg),
-                                cache_dir=run_dir(cfg, "idt"), num_classes=len(s.classes),
-                                n_components=cfg.idt_components, C=cfg.idt_C,
-                                workers=max(1, cfg.workers or cfg.threads or 1), seed=cfg.seeds[0], progress=False)
-    save_scores(scores, path)
+    # one process computes a split's scores, another asking meanwhile waits and reads them: 07_table6
+    # waits so for run_all's job computing them ahead (runner.BACKGROUND) instead of starting again
+    with exclusive(path.with_suffix(".lock")):
+        if path.is_file():
+            return load_scores(path)
+        s = data.split(split)
+        scores = compute_idt_scores(data.store, limit_videos(s.train, cfg), limit_videos(s.test, cfg),
+                                    cache_dir=run_dir(cfg, "idt"), num_classes=len(s.classes),
+                                    n_components=cfg.idt_components, C=cfg.idt_C,
+                                    workers=max(1, cfg.workers or cfg.threads or 1), seed=cfg.seeds[0],
+                                    progress=False)
+        save_scores(scores, path)
     return scores
 
 
