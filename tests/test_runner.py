@@ -405,6 +405,12 @@ def test_timing_record_normalises_to_the_reference_machine_and_checks_budgets(tm
                                  gflops_end=99.0)
     assert timed["total_cpu_seconds"] == 190.5 and timed["cpu_seconds_per_notebook"]["02_table1.ipynb"] == 40.5
     assert timed["probe"]["matmul_gflops_end"] == 99.0 and record["probe"]["matmul_gflops_end"] is None
+    # the larger reading normalises: a probe taken while something else held the cores reads low
+    assert timed["probe"]["normalising_gflops"] == 110.0 and timed["total_normalised_seconds"] == 310.0
+    later = runner.timing_record("demo", times, 55.0, gflops_end=110.0)
+    assert later["probe"]["matmul_gflops"] == 55.0 and later["probe"]["normalising_gflops"] == 110.0
+    assert later["total_normalised_seconds"] == 310.0 and later["normalised_seconds_per_notebook"]["00_data.ipynb"] == 100.0
+    assert later["over_budget"] == fast["over_budget"]
     assert record["ahead_cpu_seconds"] == {}  # work computed ahead (runner.BACKGROUND) is listed apart
     ahead = runner.timing_record("demo", times, 110.0, cpu_seconds={"00_data.ipynb": 150.0},
                                  ahead_cpu_seconds={"06_table5.ipynb": 80.0})

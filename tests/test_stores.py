@@ -310,9 +310,18 @@ def test_decoded_cache_on_disk_decodes_each_video_once_for_every_process(tmp_pat
     np.testing.assert_array_equal(later.read_rgb("v_A_g01_c01", [0, 4]), rgb)
     np.testing.assert_array_equal(later.read_flow("v_A_g01_c01", [3]), flow)
     assert decoded == []
+    # the copy is mapped, not read (shared page cache instead of a private copy in every process); the
+    # frames handed out are ordinary writable arrays
+    assert isinstance(later._frames[("rgb", "v_A_g01_c01")], np.memmap)
+    got = later.read_rgb("v_A_g01_c01", [0, 4])
+    assert type(got) is np.ndarray and got.flags.writeable
     (disk / "rgb" / "v_A_g01_c01.npy").write_bytes(b"cut short")
     np.testing.assert_array_equal(DecodedCache(store, disk=disk).read_rgb("v_A_g01_c01", [0, 4]), rgb)
     assert len(decoded) == 5 and np.load(disk / "rgb" / "v_A_g01_c01.npy").shape[0] == 5
+    whole = (disk / "rgb" / "v_A_g01_c01.npy").read_bytes()
+    (disk / "rgb" / "v_A_g01_c01.npy").write_bytes(whole[:-100])  # its header intact, its frames cut short
+    np.testing.assert_array_equal(DecodedCache(store, disk=disk).read_rgb("v_A_g01_c01", [0, 4]), rgb)
+    assert len(decoded) == 10 and (disk / "rgb" / "v_A_g01_c01.npy").read_bytes() == whole
 
 
 def test_decoded_cache_pickles_without_its_frames(tmp_path):

@@ -39,7 +39,7 @@ library during the notebook before: :data:`WARM_UP`), go to ``<folder>/benchmark
 (kept out of the notebooks themselves, so that their checked outputs stay free of timings), beside the CPU
 seconds of each notebook's processes, the machine's speed measured at the start (:func:`twostream_lib.arithmetic.matmul_gflops`,
 2 threads, float32) and again at the end, and the seconds normalised to a machine whose probe reads
-:data:`REFERENCE_GFLOPS` (seconds x probe / 110). A shared machine can run slower for a while than its
+:data:`REFERENCE_GFLOPS` (seconds x probe / 110, with the larger of the two readings). A shared machine can run slower for a while than its
 probe says (the probe keeps the best of 20 products); the CPU seconds of the same work then grow.
 Demo notebooks over their budget (:data:`BUDGETS`, normalised seconds) get a warning line and are
 listed in the record. Where notebooks ran side by side (``--at-once``), the record's total is the run's
@@ -729,16 +729,22 @@ def timing_record(profile: str, times: dict[str, float], gflops: float, *, folde
     run than the probe at its start says: the same work then takes more CPU seconds. Where notebooks
     ran side by side, ``wall_seconds`` is the run's (less than the sum of the notebooks') and
     ``schedule`` each notebook's start and end, in seconds from the run's start. ``ahead_cpu_seconds``:
-    the CPU seconds of each notebook's work computed ahead (:data:`BACKGROUND`), not in its own."""
+    the CPU seconds of each notebook's work computed ahead (:data:`BACKGROUND`), not in its own.
+
+    The seconds are normalised with the larger of the two probes: each keeps the best of 20 products,
+    the machine's speed when nothing else holds its cores, so a reading lower than the other was taken
+    while something did (on this shared machine one run read 140 at its start and 178 at its end), and
+    would flatter the run."""
     from twostream_lib.arithmetic import describe
 
+    speed = max(gflops, gflops_end or 0.0)
     total = round(sum(times.values()), 1) if wall_seconds is None else wall_seconds
 
-    norm = {nb: round(normalised(s, gflops), 1) for nb, s in times.items()}
+    norm = {nb: round(normalised(s, speed), 1) for nb, s in times.items()}
     budgets = {nb: budget(profile, nb) for nb in times}
     cost = {nb: _budgeted_seconds(s, (cpu_seconds or {}).get(nb, 0.0), side_by_side=wall_seconds is not None)
             for nb, s in times.items()}
-    over = [nb for nb in times if budgets[nb] is not None and normalised(cost[nb], gflops) > budgets[nb]]
+    over = [nb for nb in times if budgets[nb] is not None and normalised(cost[nb], speed) > budgets[nb]]
     return {
         "profile": profile,
         "results_dir": folder,
@@ -752,11 +758,12 @@ def timing_record(profile: str, times: dict[str, float], gflops: float, *, folde
         "probe": {"matmul_gflops": round(gflops, 2), "reference_gflops": REFERENCE_GFLOPS,
                   "matmul_gflops_end": None if gflops_end is None else round(gflops_end, 2),
                   "what": "best of 20 float32 1024x1024 matrix products on 2 threads "
-                          "(twostream_lib.arithmetic.matmul_gflops), measured at the start of the run (it "
-                          "normalises the times) and again at its end"},
+                          "(twostream_lib.arithmetic.matmul_gflops), measured at the start of the run and "
+                          "again at its end; the larger normalises the times",
+                  "normalising_gflops": round(speed, 2)},
         "normalised_seconds_per_notebook": norm,
-        "total_normalised_seconds": round(normalised(total, gflops), 1),
-        "normalisation": "seconds x matmul_gflops / reference_gflops",
+        "total_normalised_seconds": round(normalised(total, speed), 1),
+        "normalisation": "seconds x normalising_gflops / reference_gflops",
         "budget_normalised_seconds": budgets,
         "budget_counts": ("wall seconds" if wall_seconds is None else
                           f"CPU seconds / {REFERENCE_CORES} cores (notebooks ran side by side)"),

@@ -606,8 +606,9 @@ class DecodedCache:
     holds its own cache. Not for UCF101 at 256 px (~300 GB decoded).
 
     ``disk``: a folder where each video's decoded frames are also written (``<disk>/<rgb|flow>/<video>.npy``)
-    and read back by every later process (each notebook's kernel, each training process), so a video is
-    decoded once per data set, not once per process. It belongs to the frames it was decoded from: a
+    and mapped by every later process (each notebook's kernel, each training process), so a video is
+    decoded once per data set, not once per process, and its frames are held once, in the system's page
+    cache, not copied into each process's own memory. It belongs to the frames it was decoded from: a
     store whose frames are rewritten must drop it (the synthetic set is regenerated into a clean folder).
     """
 
@@ -659,9 +660,9 @@ class DecodedCache:
         from the store (and the disk copy written, atomically)."""
         path = None if self.disk is None else self.disk / kind / f"{video}.npy"
         if path is not None and path.is_file():
-            try:
-                return np.load(path, allow_pickle=False)
-            except (OSError, ValueError):  # unreadable: decode again and rewrite it
+            try:  # mapped: the processes reading it share the system's cached pages instead of a copy each
+                return np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError):  # unreadable or cut short: decode again and rewrite it
                 pass
         counts = self.store.counts(video)
         read = self.store.read_rgb if kind == "rgb" else self.store.read_flow
