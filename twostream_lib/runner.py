@@ -39,8 +39,9 @@ library during the notebook before: :data:`WARM_UP`), go to ``<folder>/benchmark
 (kept out of the notebooks themselves, so that their checked outputs stay free of timings), beside the CPU
 seconds of each notebook's processes, the machine's speed measured at the start (:func:`twostream_lib.arithmetic.matmul_gflops`,
 2 threads, float32) and again at the end, and the seconds normalised to a machine whose probe reads
-:data:`REFERENCE_GFLOPS` (seconds x probe / 110, with the larger of the two readings). A shared machine can run slower for a while than its
-probe says (the probe keeps the best of 20 products); the CPU seconds of the same work then grow.
+:data:`REFERENCE_GFLOPS` (seconds x probe / 110, with the larger of the two readings). A shared machine
+can run slower for a while than its probe says (the probe keeps the best of 20 products); the CPU
+seconds of the same work then grow.
 Demo notebooks over their budget (:data:`BUDGETS`, normalised seconds) get a warning line and are
 listed in the record. Where notebooks ran side by side (``--at-once``), the record's total is the run's
 wall time, each notebook's start and end are kept (``schedule``), and a notebook is held to its
@@ -724,9 +725,9 @@ def timing_record(profile: str, times: dict[str, float], gflops: float, *, folde
                   schedule: dict[str, list[float]] | None = None,
                   ahead_cpu_seconds: dict[str, float] | None = None) -> dict:
     """The ``run_all_<profile>.json`` record: seconds and normalised seconds per notebook, the probe,
-    the budgets and which notebooks went over them, and the machine. ``cpu_seconds`` (per notebook) and
-    ``gflops_end`` (the probe again after the last notebook) show a machine that ran slower during the
-    run than the probe at its start says: the same work then takes more CPU seconds. Where notebooks
+    the budgets and which notebooks went over them, and the machine. ``gflops_end``: the probe again
+    after the last notebook. ``cpu_seconds`` (per notebook) show a machine that ran slower during the run
+    than its probes say: the same work then takes more CPU seconds. Where notebooks
     ran side by side, ``wall_seconds`` is the run's (less than the sum of the notebooks') and
     ``schedule`` each notebook's start and end, in seconds from the run's start. ``ahead_cpu_seconds``:
     the CPU seconds of each notebook's work computed ahead (:data:`BACKGROUND`), not in its own.
