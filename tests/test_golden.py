@@ -7,7 +7,9 @@ small scale and compare SHA-256 digests with the ones recorded in ``tests/data/g
 * the generated synthetic set: every class, 3 groups x 1 clip, its RGB frames and TV-L1 flow (NumPy,
   OpenCV drawing, MJPG/JPEG coding and TV-L1);
 * both demo backbones, spatial and temporal, trained a few steps on it through the engine (PyTorch's
-  kernels, MKL's GEMM for the convolutions, batch norm, SGD).
+  kernels, MKL's GEMM for the convolutions, batch norm, SGD);
+* Table 6's IDT on a few of its videos: trajectories and descriptors (OpenCV's Farneback flow and
+  homography, NumPy histograms), the Fisher encoder (PCA and GMM: OpenBLAS) and the linear SVM's scores.
 
 Re-record on purpose (after a change that is meant to change these bytes) with
 ``TWOSTREAM_ACCEPT_GOLDEN=1 python -m pytest tests/test_golden.py``; the file says on which machine.
@@ -132,3 +134,24 @@ def test_a_3d_conv_fusion_head_trained_a_few_steps_is_the_same_everywhere():
         F.cross_entropy(head["fc"](pooled.flatten(1)), labels).backward()
         opt.step()
     _check("head/conv3d_pool3d", weights_digest(head))
+
+
+def test_idt_descriptors_and_svm_scores_are_the_same_everywhere(golden_set, tmp_path):
+    """Table 6's pipeline (twostream_lib.idt.idt_scores) on 12 of the set's videos, in this process:
+    every video's descriptors, then the scores of a linear SVM on 4-Gaussian Fisher vectors."""
+    from twostream_lib.idt import idt_scores, load_descriptors
+
+    assert not check_pinned(), check_pinned()
+    split = load_split("synthetic", golden_set.split_dir, 1)
+    train, test = split.train[:8], split.test[:4]
+    assert len({v.label for v in train}) >= 2
+    scores = idt_scores(open_store(golden_set.frames_root), train, test, cache_dir=tmp_path, num_classes=14,
+                        n_components=4, C=1.0, workers=1, seed=0, progress=False)
+    h = hashlib.sha256()
+    for v in train + test:
+        d = load_descriptors(tmp_path, v.name)
+        for key in sorted(set(d) - {"meta"}):  # meta: the settings and the seconds the extraction took
+            h.update(key.encode())
+            h.update(d[key].tobytes())
+    _check("idt/descriptors", h.hexdigest())
+    _check("idt/scores", hashlib.sha256(scores.scores.tobytes()).hexdigest())
