@@ -7,17 +7,17 @@ differ from one session to the next. Where no such machine is at hand, QEMU's us
 no AVX-512): the script first asks the emulated process which vector units NumPy and PyTorch find
 there (unpinned: PyTorch would use AVX-512 natively), then runs ``tests/test_golden.py`` in it
 (the synthetic set's frames and TV-L1 flow, both demo towers, spatial and temporal, a few training
-steps each, the 3D conv fusion head, and Table 6's IDT descriptors and SVM scores) against the digests recorded on the project's machines, and
-writes ``results/benchmarks/other_cpu.json``:
+steps each, the 3D conv fusion head, and Table 6's IDT descriptors and SVM scores) against the
+digests recorded on the project's machines, and writes ``results/benchmarks/other_cpu.json``:
 
-    python benchmarks/bench_other_cpu.py                    # Haswell-v4, 10-20 min on one core
+    python benchmarks/bench_other_cpu.py                    # Haswell-v4, ~20 min of one core
     python benchmarks/bench_other_cpu.py --cpu Skylake-Client-v4 -k synthetic
 
-Not part of ``pytest``: emulation is 50-100x slower than the CPU. The emulated process reads the host's
-``/proc/cpuinfo``, so where the emulated CPU has no AVX-512 the two variables that
-:func:`~twostream_lib.arithmetic.pin_environment` leaves unset on such a CPU (NumPy's and OpenCV's
-disabled features) are set empty here, as they would be there. Child processes are not emulated (QEMU does not follow ``exec``); the golden tests
-start none.
+Not part of ``pytest``: the golden tests take 9 s natively and 1016-1204 s emulated here. The
+emulated process reads the host's ``/proc/cpuinfo``, so where the emulated CPU has no AVX-512 the
+two variables that :func:`~twostream_lib.arithmetic.pin_environment` leaves unset on such a CPU
+(NumPy's and OpenCV's disabled features) are set empty here, as they would be there. Child
+processes are not emulated (QEMU does not follow ``exec``); the golden tests start none.
 
 Exit status: 0 when every golden test passed under emulation and the emulated CPU has no AVX-512;
 1 otherwise; 2 when QEMU is missing (the record is not written then).
