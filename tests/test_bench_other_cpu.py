@@ -21,7 +21,7 @@ NATIVE_QEMU = """#!/bin/sh
 # stands in for qemu-x86_64: "--version", or "-cpu MODEL program args..." run natively
 if [ "$1" = "--version" ]; then echo "qemu-x86_64 version 0.0 (native stand-in)"; exit 0; fi
 shift 2
-exec "$@"
+QEMU_STAND_IN=1 exec "$@"
 """
 
 
@@ -65,3 +65,38 @@ def test_a_run_in_which_no_golden_test_ran_proves_nothing(native_qemu):
     record = json.loads(out.read_text())
     assert record["tests"] == {} and record["same_bytes_without_avx512"] is False
     assert record["pytest_exit_code"] == 5  # pytest: no tests collected
+
+
+#: Stand-ins for the tower training (benchmarks' _TOWER): digests that do or do not depend on running
+#: "emulated" (under the stand-in), or a failure.
+FAKE_TOWERS = {
+    "same": 'import json; print(json.dumps({"seconds": 1.0, "digests": {"conv1.weight": "ab", "fc.bias": "cd"}}))',
+    "differs": ('import json, os; print(json.dumps({"seconds": 1.0, "digests": {"conv1.weight": "ab", '
+                '"fc.bias": "ef" if os.environ.get("QEMU_STAND_IN") else "cd"}}))'),
+    "fails": 'raise SystemExit("no data set")',
+}
+
+
+@pytest.mark.parametrize("fake", FAKE_TOWERS)
+def test_the_tower_trained_natively_and_emulated_is_compared_tensor_by_tensor(native_qemu, monkeypatch, fake):
+    monkeypatch.setattr(bench, "_TOWER", FAKE_TOWERS[fake])
+    out = native_qemu / "other_cpu.json"
+    code = bench.main(["--out", str(out), "--tower", "demo_shallow-spatial", "--tower-epochs", "2", "-k", "3d_conv"])
+    record = json.loads(out.read_text())
+    tower = record["tower"]
+    assert tower["name"] == "demo_shallow-spatial" and tower["epochs"] == 2
+    assert tower["bitwise_equal"] is (fake == "same")
+    assert tower["differing"] == {"same": [], "differs": ["fc.bias"], "fails": []}[fake]
+    if fake == "fails":
+        assert "no data set" in "\n".join(tower["native"]["error"])
+    else:
+        assert tower["native"]["digests"]["conv1.weight"] == tower["emulated"]["digests"]["conv1.weight"] == "ab"
+    holds = fake == "same" and not record["emulated_cpu_found"]["avx512f"]  # the stand-in runs on this CPU
+    assert record["same_bytes_without_avx512"] is holds and code == (0 if holds else 1)
+
+
+def test_tower_names_and_epochs_are_checked(native_qemu, capsys):
+    for bad in (["--tower", "demo_huge-spatial"], ["--tower", "demo_deep-spatial", "--tower-epochs", "0"]):
+        with pytest.raises(SystemExit) as e:
+            bench.main(["--out", str(native_qemu / "other_cpu.json"), *bad])
+        assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
