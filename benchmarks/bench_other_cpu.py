@@ -91,17 +91,21 @@ def _train_tower(command: list[str], tower: str, epochs: int | None, env: dict) 
     """:data:`_TOWER` run by ``command`` (this Python, natively or under QEMU) in a scratch folder:
     its seconds and digests, or the tail of its output where it failed."""
     with tempfile.TemporaryDirectory() as scratch:
-        run = subprocess.run([*command, "-c", _TOWER, scratch, *tower.rsplit("-", 1), str(epochs or "")],
-                             cwd=REPO, env=env, text=True, check=False, capture_output=True)
+        run = _python(command, "-c", _TOWER, scratch, *tower.rsplit("-", 1), str(epochs or ""), env=env)
     if run.returncode != 0:
         return {"error": _tail(run.stdout + run.stderr)}
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def _emulated(cpu: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """This Python, run with ``args`` under QEMU emulating ``cpu``, from the repository's root."""
-    return subprocess.run([QEMU, "-cpu", cpu, sys.executable, *args], cwd=REPO, env=env, text=True, check=False,
-                          capture_output=True)
+def _emulating(cpu: str) -> list[str]:
+    """The command that runs this Python under QEMU emulating ``cpu``."""
+    return [QEMU, "-cpu", cpu, sys.executable]
+
+
+def _python(command: list[str], *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """This Python (``command``: ``[sys.executable]`` or :func:`_emulating`) run with ``args`` from the
+    repository's root, its output captured."""
+    return subprocess.run([*command, *args], cwd=REPO, env=env, text=True, check=False, capture_output=True)
 
 
 def _tail(text: str, n: int = 20) -> list[str]:
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     version = subprocess.run([QEMU, "--version"], capture_output=True, text=True, check=False).stdout.splitlines()[0]
 
-    probe = _emulated(args.cpu, "-c", _PROBE)
+    probe = _python(_emulating(args.cpu), "-c", _PROBE)
     if probe.returncode != 0:
         print(f"error: Python did not start under {QEMU} -cpu {args.cpu}:\n" + "\n".join(_tail(probe.stderr)),
               file=sys.stderr)
@@ -136,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     if not found["avx512f"]:  # as pin_environment leaves them where /proc/cpuinfo has no avx512f
         env.update(NPY_DISABLE_CPU_FEATURES="", OPENCV_CPU_DISABLE="")
     start = time.perf_counter()
-    run = _emulated(args.cpu, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "tests/test_golden.py",
-                    *pytest_args, env=env)
+    run = _python(_emulating(args.cpu), "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider",
+                  "tests/test_golden.py", *pytest_args, env=env)
     seconds = time.perf_counter() - start
     # -rA's summary: one line per test, "PASSED tests/test_golden.py::name[params]" (or FAILED ... - reason)
     outcomes = {m.group(2): m.group(1).lower()
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     tower = None
     if args.tower:
         native = _train_tower([sys.executable], args.tower, args.tower_epochs, dict(os.environ))
-        emulated = _train_tower([QEMU, "-cpu", args.cpu, sys.executable], args.tower, args.tower_epochs, env)
+        emulated = _train_tower(_emulating(args.cpu), args.tower, args.tower_epochs, env)
         digests = native.get("digests", {})
         tower = {"name": args.tower, "epochs": args.tower_epochs or "the profile's", "native": native,
                  "emulated": emulated,
